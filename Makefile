@@ -1,0 +1,40 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both run as root on Debian 12 and install
+# what they need (Debian packages through lab/lab, the Python tools into .venv).
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-long lint lab-up lab-down venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt
+	@python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+lab-up: $(STAMP)
+	lab/lab up
+
+lab-down:
+	lab/lab down
+
+# The main job on the built-in lab: bring the provider up, then show its accounts, sizes and where they live.
+demo: lab-up
+	ansible-playbook playbooks/lab_smoke.yml
+
+lint: $(STAMP)
+	bash tests/static_checks.sh
+
+# Static checks, then the suite against the lab; the lab comes down whatever the outcome.
+test: $(STAMP)
+	bash tests/static_checks.sh
+	status=0; pytest -m "not long" $(PYTEST_ARGS) || status=$$?; lab/lab down || status=1; exit $$status
+
+test-long: $(STAMP)
+	status=0; pytest -m long $(PYTEST_ARGS) || status=$$?; lab/lab down || status=1; exit $$status

@@ -1,0 +1,1 @@
+"""The hosting.migration lab: a small provider (client, transit, DNS, router, test DB) on one Linux machine."""

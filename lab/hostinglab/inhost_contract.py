@@ -1,0 +1,152 @@
+#!/usr/bin/python3
+"""Runs *inside* a lab host (system Python with python3-yaml): installs the server contract of DESIGN §1 — server
+profile, account registry, users, homes with real files, Maildirs with real messages, language runtime trees and
+the web front's maps — from the JSON plan the controller passes on stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ODD_NAMES = [
+    "name with spaces.txt",
+    "new\nline.txt",
+    "ünïcödé-名前.txt",
+    "-leading-dash.txt",
+    "quote'and\"double.txt",
+    "back\\slash.txt",
+    "*glob?[chars].txt",
+]
+
+
+def write(path: Path, data: bytes | str, uid: int, gid: int, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.chown(path, uid, gid, follow_symlinks=False)
+    os.chmod(path, mode)
+
+
+def dump_yaml(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def install_runtimes(architecture: dict) -> None:
+    for language, versions in architecture.items():
+        for version in versions:
+            root = Path("/opt/hosting/langs") / language / version
+            binary = root / "bin" / language
+            write(binary, f"#!/bin/sh\necho '{language} {version} (hosting lab runtime)'\n", 0, 0, 0o755)
+            write(root / "lib" / "VERSION", f"{version}\n", 0, 0)
+
+
+def create_user(account: dict) -> None:
+    name, uid = account["name"], account["uid"]
+    subprocess.run(["groupadd", "-g", str(uid), name], check=True)
+    subprocess.run(
+        ["useradd", "-u", str(uid), "-g", str(uid), "-d", f"/home/{name}", "-m", "-s", "/bin/bash", name],
+        check=True,
+    )
+    # nginx (www-data) traverses homes to reach document roots.
+    os.chmod(f"/home/{name}", 0o711)
+
+
+def seed_files(account: dict) -> None:
+    name, uid = account["name"], account["uid"]
+    home = Path("/home") / name
+    for site in account["sites"]:
+        docroot = Path(site["document_root"])
+        page = f"<!doctype html>\n<html><head><title>{site['title']}</title></head>\n<body><h1>{site['title']}</h1>"
+        write(docroot / "index.html", page + f"<p>served for {site['domain']}</p></body></html>\n", uid, uid)
+        os.chmod(docroot, 0o755)
+        os.chmod(docroot.parent, 0o755)
+    files = home / "files"
+    for i in range(20):
+        write(files / f"document-{i:02d}.txt", f"{name} document {i}\n" * (50 * (i + 1)), uid, uid)
+    write(files / "private.key", os.urandom(64), uid, uid, 0o600)
+    write(files / "run.sh", "#!/bin/sh\necho hello\n", uid, uid, 0o755)
+    if account.get("odd_files"):
+        odd = home / "odd"
+        for i, odd_name in enumerate(ODD_NAMES):
+            write(odd / odd_name, f"odd file {i}\n", uid, uid)
+        write(odd / "data.bin", os.urandom(4096), uid, uid)
+        os.link(odd / "data.bin", odd / "data-hardlink.bin")
+        write(odd / "acl.txt", "readable by www-data through an ACL\n", uid, uid, 0o640)
+        subprocess.run(["setfacl", "-m", "u:www-data:r", str(odd / "acl.txt")], check=True)
+        write(odd / "xattr.txt", "carries a user xattr\n", uid, uid)
+        os.setxattr(odd / "xattr.txt", "user.hosting.comment", b"kept by rsync -X")
+        os.symlink("/etc/hostname", odd / "link-outside-home")
+        os.lchown(odd / "link-outside-home", uid, uid)
+        os.symlink("data.bin", odd / "link-inside")
+        os.lchown(odd / "link-inside", uid, uid)
+        (odd / "empty-dir").mkdir()
+    # write() creates parent directories as root; the account owns its whole tree.
+    for directory, _, _ in os.walk(home):
+        os.chown(directory, uid, uid)
+
+
+def seed_mail(account: dict, server: str) -> None:
+    name, uid = account["name"], account["uid"]
+    root = Path("/var/mail") / name
+    domain = account["domains"][0]["name"]
+    for mailbox, count in account["mailboxes"].items():
+        box = root / mailbox
+        for sub in ("cur", "new", "tmp"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            unique = f"{1700000000 + i}.M{i}P{uid}.{server}"
+            message = (
+                f"From: sender{i}@example.org\r\nTo: {mailbox}@{domain}\r\n"
+                f"Subject: seeded message {i} for {mailbox}\r\n"
+                f"Message-ID: <seed-{name}-{mailbox}-{i}@{server}>\r\n"
+                f"Date: Mon, 02 Sep 2024 10:{i % 60:02d}:00 +0000\r\n\r\n"
+                + f"Message body {i} of {mailbox}@{domain}.\r\n" * (5 + i)
+            )
+            # Read messages live in cur/ with flags, the newest stay unread in new/.
+            target = box / "new" / unique if i >= count - 2 else box / "cur" / f"{unique}:2,S"
+            write(target, message, uid, uid, 0o600)
+        for path in [box, *(box / sub for sub in ("cur", "new", "tmp"))]:
+            os.chown(path, uid, uid)
+            os.chmod(path, 0o700)
+    os.chown(root, uid, uid)
+    os.chmod(root, 0o700)
+
+
+def registry_entry(account: dict) -> dict:
+    return {
+        "name": account["name"],
+        "uid": account["uid"],
+        "gid": account["uid"],
+        "home": f"/home/{account['name']}",
+        "domains": [{"name": d["name"], "provider_dns": d["provider_dns"]} for d in account["domains"]],
+        "sites": [
+            {k: s[k] for k in ("domain", "language", "version", "document_root")} for s in account["sites"]
+        ],
+        "mailboxes": sorted(account["mailboxes"]),
+        "databases": [{"engine": d["engine"], "name": d["name"]} for d in account["databases"]],
+    }
+
+
+def main() -> None:
+    plan = json.load(sys.stdin)
+    install_runtimes(plan["runtimes"])
+    registry = Path("/etc/hosting/accounts")
+    registry.mkdir(parents=True, exist_ok=True)
+    Path("/etc/hosting/server.yml").write_text(dump_yaml(plan["profile"]), encoding="utf-8")
+    Path("/var/lib/hosting-migration").mkdir(parents=True, exist_ok=True)
+    docroots = []
+    for account in plan["accounts"]:
+        create_user(account)
+        seed_files(account)
+        seed_mail(account, plan["profile"]["hostname"])
+        (registry / f"{account['name']}.yml").write_text(dump_yaml(registry_entry(account)), encoding="utf-8")
+        docroots += [f"{s['domain']} {s['document_root']};" for s in account["sites"]]
+    Path("/etc/nginx/hosting/docroots.map").write_text("\n".join(docroots) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

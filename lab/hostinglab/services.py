@@ -1,0 +1,235 @@
+"""The daemons of each lab host, configured and started inside the host. Debian's maintainer scripts start
+nothing here (no systemd), so each daemon is started directly and waited for on its port."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from .config import GENERATION, STATE_DIR, Host, Lab
+from .proc import LabError, sh_in, start_daemon
+
+CONTROLLER_KEY = STATE_DIR / "controller" / "id_ed25519"
+KNOWN_HOSTS = STATE_DIR / "controller" / "known_hosts"
+
+MARIADB_SETTINGS = {
+    # An older generation's permissive server: silent truncation, zero dates, oversize rows accepted.
+    "2020": {
+        "sql_mode": "''",
+        "innodb_strict_mode": "OFF",
+        "character-set-server": "latin1",
+        "collation-server": "latin1_swedish_ci",
+    },
+    # The new architecture: strict modes and utf8mb4 by default.
+    "2024": {
+        "sql_mode": "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+        "NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY",
+        "innodb_strict_mode": "ON",
+        "character-set-server": "utf8mb4",
+        "collation-server": "utf8mb4_unicode_ci",
+    },
+}
+
+POSTGRESQL_SETTINGS = {
+    "2020": {"password_encryption": "md5"},
+    "2024": {"password_encryption": "scram-sha-256"},
+}
+
+
+def wait_port(address: str, port: int, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise LabError(f"{what} did not answer on {address}:{port} within {timeout:.0f}s (see {STATE_DIR}/logs)")
+
+
+def mariadb_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def pg_literal(value: str) -> str:
+    # standard_conforming_strings is on: only the quote needs doubling.
+    return "'" + value.replace("'", "''") + "'"
+
+
+def mariadb_sql(host: str, script: str) -> str:
+    """Run SQL as the host's root over its socket (unix_socket auth: no password anywhere)."""
+    return sh_in(host, "mariadb --protocol=socket --batch --skip-column-names", input=script)
+
+
+def psql(host: str, script: str, database: str = "postgres") -> str:
+    return sh_in(
+        host,
+        f"runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d {database}",
+        input=script,
+    )
+
+
+def start_sshd(host: Host) -> None:
+    public_key = CONTROLLER_KEY.with_suffix(".pub").read_text().strip()
+    sh_in(
+        host.name,
+        f"""
+rm -f /etc/ssh/ssh_host_*
+ssh-keygen -A -q
+printf '%s\\n' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' \
+    'PermitRootLogin prohibit-password' > /etc/ssh/sshd_config.d/hosting-lab.conf
+install -d -m 0700 /root/.ssh
+printf '%s\\n' '{public_key}' > /root/.ssh/authorized_keys
+chmod 0600 /root/.ssh/authorized_keys
+install -d -m 0755 /run/sshd
+""",
+    )
+    start_daemon(host.name, "sshd", ["/usr/sbin/sshd", "-D", "-e"])
+    wait_port(host.ipv4, 22, f"sshd on {host.name}")
+
+
+def host_key_line(host: Host) -> str:
+    key_type, key = sh_in(host.name, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()[:2]
+    return f"{host.ipv4},{host.ipv6} {key_type} {key}\n"
+
+
+def start_mariadb(host: Host, lab: Lab) -> None:
+    settings = "\n".join(f"{k} = {v}" for k, v in MARIADB_SETTINGS[GENERATION[host.name]].items())
+    sh_in(
+        host.name,
+        f"""
+cat > /etc/mysql/mariadb.conf.d/90-hosting-lab.cnf <<'EOF'
+[mariadbd]
+bind-address = *
+skip-name-resolve
+log_error = /var/log/mysql/error.log
+{settings}
+EOF
+rm -rf /var/lib/mysql
+install -d -o mysql -g mysql -m 0750 /var/lib/mysql /var/log/mysql /run/mysqld
+mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db \
+    --auth-root-authentication-method=socket >/dev/null
+""",
+    )
+    start_daemon(host.name, "mariadb", ["/usr/sbin/mariadbd", "--user=mysql"])
+    wait_port(host.ipv4, 3306, f"MariaDB on {host.name}")
+    admin = lab.vars["hosting_db_admin_user"]
+    mariadb_sql(
+        host.name,
+        f"CREATE USER '{admin}'@'%' IDENTIFIED BY {mariadb_literal(lab.vars['hosting_db_admin_password'])};\n"
+        f"GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION;\n",
+    )
+
+
+def start_postgresql(host: Host, lab: Lab) -> None:
+    settings = "\n".join(f"{k} = '{v}'" for k, v in POSTGRESQL_SETTINGS[GENERATION[host.name]].items())
+    sh_in(
+        host.name,
+        f"""
+install -d -o postgres -g postgres -m 2775 /run/postgresql
+pg_dropcluster 15 main >/dev/null 2>&1 || true
+pg_createcluster --locale C.UTF-8 15 main >/dev/null
+cat > /etc/postgresql/15/main/conf.d/90-hosting-lab.conf <<'EOF'
+listen_addresses = '*'
+{settings}
+EOF
+printf '%s\\n' 'host all all 10.77.0.0/24 scram-sha-256' 'host all all fd77::/64 scram-sha-256' \
+    >> /etc/postgresql/15/main/pg_hba.conf
+pg_ctlcluster 15 main start
+""",
+    )
+    wait_port(host.ipv4, 5432, f"PostgreSQL on {host.name}")
+    # scram even on the md5 generation: the admin's login must not depend on the server's default.
+    admin = lab.vars["hosting_db_admin_user"]
+    psql(
+        host.name,
+        "SET password_encryption = 'scram-sha-256';\n"
+        f"CREATE ROLE {admin} LOGIN SUPERUSER PASSWORD {pg_literal(lab.vars['hosting_db_admin_password'])};\n",
+    )
+
+
+NGINX_SITE = r"""# The hosting web front: one map entry per domain. docroots.map serves an account locally; backends.map sends
+# a moved account's domains to the server that now holds it (the client keeps answering on its own IPs).
+map $host $hosting_docroot {
+    hostnames;
+    default /var/www/html;
+    include /etc/nginx/hosting/docroots.map;
+}
+map $host $hosting_backend {
+    hostnames;
+    default local;
+    include /etc/nginx/hosting/backends.map;
+}
+server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+    server_name _;
+    root $hosting_docroot;
+    index index.html;
+    location / {
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        if ($hosting_backend != "local") {
+            proxy_pass http://$hosting_backend;
+        }
+        try_files $uri $uri/ =404;
+    }
+}
+"""
+
+
+def start_nginx(host: Host) -> None:
+    sh_in(
+        host.name,
+        f"""
+rm -f /etc/nginx/sites-enabled/default
+install -d /etc/nginx/hosting /var/www/html
+touch /etc/nginx/hosting/docroots.map /etc/nginx/hosting/backends.map
+printf '%s\\n' '<html><head><title>{host.fqdn}</title></head><body>{host.fqdn}</body></html>' \
+    > /var/www/html/index.html
+cat > /etc/nginx/conf.d/hosting.conf <<'EOF'
+{NGINX_SITE}EOF
+nginx -t -q
+""",
+    )
+    start_daemon(host.name, "nginx", ["/usr/sbin/nginx", "-g", "daemon off;"])
+    wait_port(host.ipv4, 80, f"nginx on {host.name}")
+
+
+def reload_nginx(host: Host) -> None:
+    sh_in(host.name, "nginx -t -q && nginx -s reload")
+
+
+def start_bind(host: Host, lab: Lab, zones: dict[str, str]) -> None:
+    """zones: zone name -> zone file text. Every zone takes RFC 2136 updates signed with the lab's TSIG key."""
+    key = lab.vars["hosting_tsig_key_name"]
+    zone_blocks = "\n".join(
+        f'zone "{zone}" {{ type primary; file "/var/lib/bind/{zone}.zone"; allow-update {{ key "{key}"; }}; }};'
+        for zone in sorted(zones)
+    )
+    writes = "\n".join(f"cat > /var/lib/bind/{zone}.zone <<'EOF'\n{text}EOF" for zone, text in zones.items())
+    sh_in(
+        host.name,
+        f"""
+rm -f /var/lib/bind/*.jnl
+{writes}
+chown -R bind:bind /var/lib/bind
+cat > /etc/bind/named.conf <<'EOF'
+key "{key}" {{ algorithm {lab.vars["hosting_tsig_algorithm"]}; secret "{lab.vars["hosting_tsig_secret"]}"; }};
+options {{
+    directory "/var/cache/bind";
+    pid-file "/run/named/named.pid";
+    listen-on {{ any; }};
+    listen-on-v6 {{ any; }};
+    recursion no;
+    dnssec-validation no;
+    allow-transfer {{ key "{key}"; 10.77.0.0/24; fd77::/64; 127.0.0.1; }};
+}};
+{zone_blocks}
+EOF
+install -d -o bind -g bind /run/named /var/cache/bind
+named-checkconf /etc/bind/named.conf
+""",
+    )
+    start_daemon(host.name, "named", ["/usr/sbin/named", "-f", "-u", "bind", "-c", "/etc/bind/named.conf"])
+    wait_port(host.ipv4, 53, f"BIND on {host.name}")
