@@ -12,8 +12,8 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-test.txt
-	@python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null \
-		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+	@python3 -c 'import ensurepip' 2>/dev/null && command -v shellcheck >/dev/null \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv shellcheck; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
 	touch $@

@@ -59,9 +59,7 @@ def health(lab: Lab) -> dict[str, dict[str, bool]]:
     report = {}
     for host in lab.hosts.values():
         present = network.netns_exists(host.name) and (NS_HANDLES / f"{host.name}.mnt").exists()
-        report[host.name] = {
-            name: present and port_open(host.ipv4, port) for name, port in host_ports(host).items()
-        }
+        report[host.name] = {name: present and port_open(host.ipv4, port) for name, port in host_ports(host).items()}
     return report
 
 
@@ -138,7 +136,9 @@ def down(lab: Lab) -> None:
         shutil.rmtree(path, ignore_errors=True)
     for path in (STATE_FILE, services.KNOWN_HOSTS):
         path.unlink(missing_ok=True)
-    left = network.leftovers(lab)
+    deadline = time.monotonic() + 5
+    while (left := network.leftovers(lab)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the kernel tears veth pairs of deleted namespaces down asynchronously
     if left:
         raise LabError(f"down left these behind: {', '.join(left)}")
     log("down: no lab namespace, process, link, address or route left")
@@ -180,7 +180,7 @@ def connect(lab: Lab, address: str, port: int) -> None:
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "in")
     selector.register(sock, selectors.EVENT_READ, "sock")
     while True:
-        for key, _ in selector.select():
+        for key, _events in selector.select():
             if key.data == "in":
                 data = os.read(sys.stdin.fileno(), 65536)
                 if not data:

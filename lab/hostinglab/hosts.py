@@ -52,9 +52,16 @@ mount -t sysfs sysfs /sys
 """
     run(
         [
-            "nsenter", f"--net={NETNS_DIR / name}", "unshare",
-            f"--mount={NS_HANDLES / (name + '.mnt')}", f"--uts={NS_HANDLES / (name + '.uts')}",
-            "--propagation", "private", "sh", "-euc", script,
+            "nsenter",
+            f"--net={NETNS_DIR / name}",
+            "unshare",
+            f"--mount={NS_HANDLES / (name + '.mnt')}",
+            f"--uts={NS_HANDLES / (name + '.uts')}",
+            "--propagation",
+            "private",
+            "sh",
+            "-euc",
+            script,
         ]
     )
 

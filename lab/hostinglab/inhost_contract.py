@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Runs *inside* a lab host (system Python with python3-yaml): installs the server contract of DESIGN §1 — server
 profile, account registry, users, homes with real files, Maildirs with real messages, language runtime trees and
 the web front's maps — from the JSON plan the controller passes on stdin."""
@@ -85,7 +84,7 @@ def seed_files(account: dict) -> None:
         os.lchown(odd / "link-inside", uid, uid)
         (odd / "empty-dir").mkdir()
     # write() creates parent directories as root; the account owns its whole tree.
-    for directory, _, _ in os.walk(home):
+    for directory, _subdirs, _files in os.walk(home):
         os.chown(directory, uid, uid)
 
 
@@ -104,7 +103,8 @@ def seed_mail(account: dict, server: str) -> None:
                 f"Subject: seeded message {i} for {mailbox}\r\n"
                 f"Message-ID: <seed-{name}-{mailbox}-{i}@{server}>\r\n"
                 f"Date: Mon, 02 Sep 2024 10:{i % 60:02d}:00 +0000\r\n\r\n"
-                + f"Message body {i} of {mailbox}@{domain}.\r\n" * (5 + i)
+                + f"Message body {i} of {mailbox}@{domain}.\r\n"
+                * (5 + i)
             )
             # Read messages live in cur/ with flags, the newest stay unread in new/.
             target = box / "new" / unique if i >= count - 2 else box / "cur" / f"{unique}:2,S"
@@ -123,9 +123,7 @@ def registry_entry(account: dict) -> dict:
         "gid": account["uid"],
         "home": f"/home/{account['name']}",
         "domains": [{"name": d["name"], "provider_dns": d["provider_dns"]} for d in account["domains"]],
-        "sites": [
-            {k: s[k] for k in ("domain", "language", "version", "document_root")} for s in account["sites"]
-        ],
+        "sites": [{k: s[k] for k in ("domain", "language", "version", "document_root")} for s in account["sites"]],
         "mailboxes": sorted(account["mailboxes"]),
         "databases": [{"engine": d["engine"], "name": d["name"]} for d in account["databases"]],
     }

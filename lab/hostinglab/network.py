@@ -3,7 +3,6 @@ routing the hosting servers' public service addresses (what ip_reroute moves).""
 
 from __future__ import annotations
 
-
 from .config import BRIDGE, BRIDGE_IPV4, BRIDGE_IPV6, NETNS_DIR, PREFIX4, PREFIX6, PUBLIC_NET4, PUBLIC_NET6, Host, Lab
 from .proc import run
 
@@ -77,11 +76,10 @@ def delete_network(lab: Lab) -> None:
     for host in lab.hosts.values():
         if netns_exists(host.name):
             _ip("netns", "del", host.name)
-        if link_exists(host.veth):
-            _ip("link", "del", host.veth)
-    if link_exists(BRIDGE):
-        # Routes via the bridge go with it.
-        _ip("link", "del", BRIDGE)
+        # Deleting a namespace destroys its veth pair asynchronously: the root end may vanish under us.
+        _ip("link", "del", host.veth, check=False)
+    # Routes via the bridge go with it.
+    _ip("link", "del", BRIDGE, check=False)
 
 
 def leftovers(lab: Lab) -> list[str]:
@@ -89,10 +87,9 @@ def leftovers(lab: Lab) -> list[str]:
     found = [f"netns {h.name}" for h in lab.hosts.values() if netns_exists(h.name)]
     found += [f"link {name}" for name in [BRIDGE, *(h.veth for h in lab.hosts.values())] if link_exists(name)]
     addresses = run(["ip", "-o", "addr", "show"], check=False)
-    lab_addresses = [BRIDGE_IPV4, BRIDGE_IPV6] + [a for h in lab.hosts.values() for a in (*h.public_ipv4, *h.public_ipv6)]
+    lab_addresses = [BRIDGE_IPV4, BRIDGE_IPV6]
+    lab_addresses += [a for h in lab.hosts.values() for a in (*h.public_ipv4, *h.public_ipv6)]
     found += [f"address {a}" for a in lab_addresses if f" {a}/" in addresses]
     routes = run(["ip", "route", "show"], check=False) + run(["ip", "-6", "route", "show"], check=False)
     found += [f"route {net}" for net in (PUBLIC_NET4, PUBLIC_NET6) if net in routes]
     return found
-
-

@@ -16,7 +16,7 @@ class LabError(RuntimeError):
 
 
 def run(argv: Sequence[str], *, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True)
+    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)!s} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout

@@ -122,7 +122,9 @@ def _pg_tables(database: dict, big_db_mb: int) -> tuple[str, str]:
     rows = database.get("rows", 0)
     kind = database["kind"]
     if kind == "app":
-        return "", f"""
+        return (
+            "",
+            f"""
 CREATE TABLE plants (id serial PRIMARY KEY, name text NOT NULL, data jsonb, planted date);
 INSERT INTO plants (name, data, planted)
   SELECT 'plant ' || g, jsonb_build_object('n', g, 'tags', ARRAY['green', 'café']), date '2020-01-01' + g
@@ -136,23 +138,30 @@ CREATE INDEX visits_at ON visits (at);
 CREATE TABLE tags_nopk (plant_id int NOT NULL, tag text NOT NULL);
 INSERT INTO tags_nopk SELECT 1 + g % {rows}, 'tag' || (g % 13) FROM generate_series(1, {rows}) g;
 CREATE VIEW recent_visits AS SELECT * FROM visits WHERE at > timestamptz '2024-01-02 00:00+00';
-"""
+""",
+        )
     if kind == "legacy_encoding":
         # SQL_ASCII accepts any bytes: Latin-1 text that a UTF8 database of the new architecture refuses.
-        return "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", f"""
+        return (
+            "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+            f"""
 CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL);
 INSERT INTO notes (body) SELECT E'caf\\xe9 cr\\xe8me br\\xfbl\\xe9e #' || g FROM generate_series(1, {rows}) g;
-"""
+""",
+        )
     if kind == "big":
         total = max(1, big_db_mb * 1024 * 1024 // ROW_BYTES_BIG)
-        return "", f"""
+        return (
+            "",
+            f"""
 CREATE TABLE measurements (id bigserial PRIMARY KEY, sensor int NOT NULL, taken_at timestamptz NOT NULL,
   value double precision NOT NULL, payload text NOT NULL);
 INSERT INTO measurements (sensor, taken_at, value, payload)
   SELECT g % 97, timestamptz '2023-01-01 00:00+00' + g * interval '1 second', g / 7.0, repeat(chr(65 + g % 26), 180)
   FROM generate_series(1, {total}) g;
 CREATE INDEX measurements_sensor_time ON measurements (sensor, taken_at);
-"""
+""",
+        )
     raise ValueError(f"unknown PostgreSQL seed kind {kind!r}")
 
 

@@ -34,6 +34,8 @@ POSTGRESQL_SETTINGS = {
     "2020": {"password_encryption": "md5"},
     "2024": {"password_encryption": "scram-sha-256"},
 }
+# pg_hba's `md5` method also accepts scram verifiers; `scram-sha-256` refuses md5 hashes (the new generation).
+POSTGRESQL_HBA_METHOD = {"2020": "md5", "2024": "scram-sha-256"}
 
 
 def wait_port(address: str, port: int, what: str, timeout: float = 60.0) -> None:
@@ -122,7 +124,9 @@ mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db \
 
 
 def start_postgresql(host: Host, lab: Lab) -> None:
-    settings = "\n".join(f"{k} = '{v}'" for k, v in POSTGRESQL_SETTINGS[GENERATION[host.name]].items())
+    generation = GENERATION[host.name]
+    settings = "\n".join(f"{k} = '{v}'" for k, v in POSTGRESQL_SETTINGS[generation].items())
+    method = POSTGRESQL_HBA_METHOD[generation]
     sh_in(
         host.name,
         f"""
@@ -133,7 +137,7 @@ cat > /etc/postgresql/15/main/conf.d/90-hosting-lab.conf <<'EOF'
 listen_addresses = '*'
 {settings}
 EOF
-printf '%s\\n' 'host all all 10.77.0.0/24 scram-sha-256' 'host all all fd77::/64 scram-sha-256' \
+printf '%s\\n' 'host all all 10.77.0.0/24 {method}' 'host all all fd77::/64 {method}' \
     >> /etc/postgresql/15/main/pg_hba.conf
 pg_ctlcluster 15 main start
 """,
@@ -148,8 +152,9 @@ pg_ctlcluster 15 main start
     )
 
 
-NGINX_SITE = r"""# The hosting web front: one map entry per domain. docroots.map serves an account locally; backends.map sends
-# a moved account's domains to the server that now holds it (the client keeps answering on its own IPs).
+NGINX_SITE = r"""# The hosting web front: one map entry per domain. docroots.map serves an account locally;
+# backends.map sends a moved account's domains to the server that now holds it (the client keeps answering
+# on its own IPs).
 map $host $hosting_docroot {
     hostnames;
     default /var/www/html;

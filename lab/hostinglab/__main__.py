@@ -1,0 +1,7 @@
+"""`python3 -m hostinglab`: what lab/lab runs."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""Shared fixtures: the running lab, its facts (from the lab inventory), and real connections to its services."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAB = REPO / "lab" / "lab"
+sys.path.insert(0, str(REPO / "lab"))
+
+from hostinglab import config as lab_config  # noqa: E402
+
+LIFECYCLE_MODULE = "test_lab_lifecycle.py"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that tear the lab down or break it on purpose run last, in file order."""
+    items.sort(key=lambda item: item.path.name == LIFECYCLE_MODULE)
+
+
+def run(argv, *, check=True, env=None, timeout=600, input=None):
+    proc = subprocess.run(
+        [str(a) for a in argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), **(env or {})},
+        timeout=timeout,
+        input=input,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def lab_facts():
+    return lab_config.load()
+
+
+@pytest.fixture(scope="session")
+def lab(lab_facts):
+    """The lab, brought up once per session (`lab up` is idempotent)."""
+    run([LAB, "up"])
+    return lab_facts
+
+
+@pytest.fixture(scope="session")
+def admin(lab_facts):
+    return lab_facts.vars["hosting_db_admin_user"], lab_facts.vars["hosting_db_admin_password"]
+
+
+@pytest.fixture
+def mariadb(lab, admin):
+    """A factory of pymysql connections to a lab host's MariaDB, as the provider's admin or an account user."""
+    import pymysql
+
+    opened = []
+
+    def connect(host, user=None, password=None, database=None):
+        conn = pymysql.connect(
+            host=lab.hosts[host].ipv4,
+            port=3306,
+            user=user or admin[0],
+            password=admin[1] if password is None else password,
+            database=database,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=5,
+        )
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def postgresql(lab, admin):
+    import psycopg2
+
+    opened = []
+
+    def connect(host, user=None, password=None, database="postgres"):
+        conn = psycopg2.connect(
+            host=lab.hosts[host].ipv4,
+            port=5432,
+            user=user or admin[0],
+            password=admin[1] if password is None else password,
+            dbname=database,
+            connect_timeout=5,
+        )
+        conn.autocommit = True
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def ssh(lab):
+    """Run a shell command on a lab host over SSH, exactly as Ansible reaches it (key, known_hosts, guard)."""
+    state = lab.vars["hosting_lab_state_dir"]
+
+    def call(host, command, check=True):
+        return run(
+            [
+                "ssh", "-i", f"{state}/controller/id_ed25519",
+                "-o", f"UserKnownHostsFile={state}/controller/known_hosts", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes", "-o", f"ProxyCommand={LAB} connect %h %p",
+                f"root@{lab.hosts[host].ipv4}", command,
+            ],
+            check=check,
+        )  # fmt: skip
+
+    return call
