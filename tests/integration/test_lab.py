@@ -264,3 +264,13 @@ def test_lab_status_reports_every_service_up(lab):
     assert report["healthy"] is True
     assert report["hosts"]["client"] == {"sshd": True, "mariadb": True, "postgresql": True, "nginx": True}
     assert report["hosts"]["dns"] == {"sshd": True, "bind": True}
+
+
+def test_demo_smoke_playbook_lists_every_account_where_it_lives(lab):
+    result = run(["ansible-playbook", "playbooks/lab_smoke.yml", "--check"])
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith("        ")}
+    for name, account in SEED["accounts"].items():
+        row = rows[name]
+        assert row[1] == "client" and row[5] == account["domains"][0]["name"], row
+        assert float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0, row
+    assert "changed=0" in result.stdout and "failed=0" in result.stdout
