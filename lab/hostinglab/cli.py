@@ -78,8 +78,9 @@ def start_host(lab: Lab, host: Host, seeded: list[dict], zones: dict, big_db_mb:
         services.start_nginx(host)
     if "bind" in host.roles:
         services.start_bind(host, lab, zones[host.name])
+    if "runtime_packages" in host.roles:
+        seed.install_contract(lab, host, seeded if "accounts" in host.roles else None)
     if "accounts" in host.roles:
-        seed.install_contract(lab, host, seeded)
         for account in seeded:
             seed.seed_mariadb(host, account, big_db_mb)
             seed.seed_postgresql(host, account, big_db_mb)

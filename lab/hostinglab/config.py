@@ -33,8 +33,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "dns": ("bind",),
     "thirdparty-dns": ("bind",),
     "testdb": ("mariadb", "postgresql"),
-    "client": ("mariadb", "postgresql", "nginx", "contract", "accounts"),
-    "transit": ("mariadb", "postgresql", "nginx"),
+    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts"),
+    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages"),
 }
 
 # Architecture generation of each database host: the old servers keep an older generation's permissive

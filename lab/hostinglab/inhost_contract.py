@@ -1,6 +1,7 @@
-"""Runs *inside* a lab host (system Python with python3-yaml): installs the server contract of DESIGN §1 — server
-profile, account registry, users, homes with real files, Maildirs with real messages, language runtime trees and
-the web front's maps — from the JSON plan the controller passes on stdin."""
+"""Runs *inside* a lab host (system Python with python3-yaml): installs the provider's runtime packages and, on
+a server that has accounts, the server contract of DESIGN §1 — server profile, account registry, users, homes
+with real files, Maildirs with real messages, installed language runtimes and the web front's maps — from the
+JSON plan the controller passes on stdin."""
 
 from __future__ import annotations
 
@@ -34,13 +35,9 @@ def dump_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
-def install_runtimes(architecture: dict) -> None:
-    for language, versions in architecture.items():
-        for version in versions:
-            root = Path("/opt/hosting/langs") / language / version
-            binary = root / "bin" / language
-            write(binary, f"#!/bin/sh\necho '{language} {version} (hosting lab runtime)'\n", 0, 0, 0o755)
-            write(root / "lib" / "VERSION", f"{version}\n", 0, 0)
+def install_runtime(root: Path, language: str, version: str) -> None:
+    write(root / "bin" / language, f"#!/bin/sh\necho '{language} {version} (hosting lab runtime)'\n", 0, 0, 0o755)
+    write(root / "lib" / "VERSION", f"{version}\n", 0, 0)
 
 
 def create_user(account: dict) -> None:
@@ -131,7 +128,16 @@ def registry_entry(account: dict) -> dict:
 
 def main() -> None:
     plan = json.load(sys.stdin)
-    install_runtimes(plan["runtimes"])
+    # The provider's runtime packages of every architecture: what steps 3 and 6 install from, offline.
+    for architecture, languages in plan["packages"].items():
+        for language, versions in languages.items():
+            for version in versions:
+                install_runtime(Path("/opt/hosting/packages") / architecture / language / version, language, version)
+    if "profile" not in plan:
+        return
+    for language, versions in plan["profile"]["languages"].items():
+        for version in versions:
+            install_runtime(Path("/opt/hosting/langs") / language / version, language, version)
     registry = Path("/etc/hosting/accounts")
     registry.mkdir(parents=True, exist_ok=True)
     Path("/etc/hosting/server.yml").write_text(dump_yaml(plan["profile"]), encoding="utf-8")

@@ -37,16 +37,19 @@ def accounts(lab: Lab, extra_accounts: int) -> list[dict]:
     return seeded
 
 
-def install_contract(lab: Lab, host: Host, seeded: list[dict]) -> None:
-    architecture = lab.seed["client_architecture"]
-    profile = {
-        "hostname": host.fqdn,
-        "architecture": architecture,
-        "languages": lab.seed["architectures"][architecture],
-        "services": {"mariadb": "10.11", "postgresql": "15", "nginx": "1.22"},
-        "ips": {"ipv4": host.public_ipv4, "ipv6": host.public_ipv6},
-    }
-    plan = {"profile": profile, "runtimes": lab.seed["architectures"][architecture], "accounts": seeded}
+def install_contract(lab: Lab, host: Host, seeded: list[dict] | None) -> None:
+    """Runtime packages on every hosting server; profile, runtimes and accounts where `seeded` is given."""
+    plan: dict = {"packages": lab.seed["architectures"]}
+    if seeded is not None:
+        architecture = lab.seed["client_architecture"]
+        plan["profile"] = {
+            "hostname": host.fqdn,
+            "architecture": architecture,
+            "languages": lab.seed["architectures"][architecture],
+            "services": {"mariadb": "10.11", "postgresql": "15", "nginx": "1.22"},
+            "ips": {"ipv4": host.public_ipv4, "ipv6": host.public_ipv6},
+        }
+        plan["accounts"] = seeded
     sh_in(host.name, f"python3 {INHOST_SCRIPT}", input=json.dumps(plan))
 
 

@@ -52,6 +52,14 @@ def test_hosts_have_their_own_users_and_contract(ssh):
         for version in versions:
             out = ssh("client", f"/opt/hosting/langs/{language}/{version}/bin/{language}").stdout
             assert out.startswith(f"{language} {version}")
+    # Both servers carry the provider's runtime packages of both architectures (what steps 3 and 6 install).
+    for server in ("client", "transit"):
+        for architecture, languages in SEED["architectures"].items():
+            for language, versions in languages.items():
+                for version in versions:
+                    binary = f"/opt/hosting/packages/{architecture}/{language}/{version}/bin/{language}"
+                    assert ssh(server, binary).stdout.startswith(f"{language} {version}")
+    assert ssh("transit", "ls /opt/hosting/langs", check=False).returncode != 0
     registry = ssh("client", "ls /etc/hosting/accounts").stdout.split()
     assert registry == sorted(f"{name}.yml" for name in SEED["accounts"])
     bob = yaml.safe_load(ssh("client", "cat /etc/hosting/accounts/bob.yml").stdout)

@@ -34,16 +34,24 @@ def test_up_again_changes_nothing(lab, mariadb):
         cur.execute("DROP TABLE alice_shop.idempotence_marker")
 
 
-def test_up_repairs_a_half_dead_lab(lab):
+def test_up_repairs_a_half_dead_lab_and_takes_its_parameters(lab, ssh, mariadb):
     """What a stopped session leaves to CI: namespaces and mounts present, daemons gone."""
     for host in lab.hosts.values():
         for pid in netns_pids(host.name):
             os.kill(pid, 9)
     assert run([LAB, "status"], check=False).returncode != 0
-    result = run([LAB, "up"])
+    result = run([LAB, "up", "--extra-accounts", "2", "--big-db-mb", "2"])
     assert "partial or stale lab" in result.stdout
     assert run([LAB, "status"]).returncode == 0
     assert "ping: pong" in run(["ansible", "-i", "inventories/lab", "client", "-m", "ansible.builtin.ping"]).stdout
+    assert ssh("client", "ls /etc/hosting/accounts").stdout.split() == [
+        "alice.yml", "bob.yml", "carol.yml", "dave.yml", "extra001.yml", "extra002.yml",
+    ]  # fmt: skip
+    with mariadb("client").cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM extra002_site.products")
+        assert cur.fetchone()[0] == 50
+        cur.execute("SELECT SUM(data_length) FROM information_schema.tables WHERE table_schema = 'dave_data'")
+        assert 1 * 2**20 < cur.fetchone()[0] < 8 * 2**20  # sized by --big-db-mb 2, not the default 8
 
 
 def test_down_leaves_no_namespace_process_link_or_address(lab):
