@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .config import Host, Lab
-from .proc import sh_in
+from .proc import run_in
 from .services import mariadb_literal, mariadb_sql, pg_literal, psql
 
 INHOST_SCRIPT = Path(__file__).with_name("inhost_contract.py")
@@ -50,7 +50,8 @@ def install_contract(lab: Lab, host: Host, seeded: list[dict] | None) -> None:
             "ips": {"ipv4": host.public_ipv4, "ipv6": host.public_ipv6},
         }
         plan["accounts"] = seeded
-    sh_in(host.name, f"python3 {INHOST_SCRIPT}", input=json.dumps(plan))
+    # Passed as source, not as a path: the repository may sit where the host has a private mount (e.g. /tmp).
+    run_in(host.name, ["python3", "-c", INHOST_SCRIPT.read_text()], input=json.dumps(plan))
 
 
 # ---- MariaDB -------------------------------------------------------------------------------------------------
