@@ -12,6 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LAB = REPO / "lab" / "lab"
 sys.path.insert(0, str(REPO / "lab"))
+# collections/ansible_collections/hosting/migration links back to the repository root: with collections/ on
+# sys.path, `ansible_collections.hosting.migration.plugins...` imports from this checkout.
+if str(REPO / "collections") not in sys.path:
+    sys.path.insert(0, str(REPO / "collections"))
 
 from hostinglab import config as lab_config  # noqa: E402
 
