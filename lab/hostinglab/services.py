@@ -154,7 +154,7 @@ pg_ctlcluster 15 main start
 
 NGINX_SITE = r"""# The hosting web front: one map entry per domain. docroots.map serves an account locally;
 # backends.map sends a moved account's domains to the server that now holds it (the client keeps answering
-# on its own IPs).
+# on its own IPs), or to the maintenance page while the account is frozen.
 map $host $hosting_docroot {
     hostnames;
     default /var/www/html;
@@ -171,9 +171,18 @@ server {
     server_name _;
     root $hosting_docroot;
     index index.html;
+    error_page 503 /hosting-maintenance.html;
+    location = /hosting-maintenance.html {
+        root /var/www/hosting;
+        internal;
+    }
     location / {
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        # An account being moved is frozen: its domains answer the maintenance page.
+        if ($hosting_backend = "maintenance") {
+            return 503;
+        }
         if ($hosting_backend != "local") {
             proxy_pass http://$hosting_backend;
         }
@@ -188,7 +197,10 @@ def start_nginx(host: Host) -> None:
         host.name,
         f"""
 rm -f /etc/nginx/sites-enabled/default
-install -d /etc/nginx/hosting /var/www/html
+install -d /etc/nginx/hosting /var/www/html /var/www/hosting
+printf '%s\\n' '<html><head><title>Maintenance</title></head>' \
+    '<body>This site is being moved and is back in a few seconds.</body></html>' \
+    > /var/www/hosting/hosting-maintenance.html
 touch /etc/nginx/hosting/docroots.map /etc/nginx/hosting/backends.map
 printf '%s\\n' '<html><head><title>{host.fqdn}</title></head><body>{host.fqdn}</body></html>' \
     > /var/www/html/index.html

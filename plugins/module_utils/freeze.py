@@ -1,0 +1,94 @@
+# Copyright: hosting.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Freezing an account on the side that serves it, and thawing it again, exactly.
+
+The freeze record (what was changed, and its previous value) is written to the journal before each change, so
+whoever thaws — the move itself on a handled failure, the guardian process when the move is killed, or a re-run —
+restores precisely what the freeze changed and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ansible_collections.hosting.migration.plugins.module_utils.hosts import Host, run_checked
+from ansible_collections.hosting.migration.plugins.module_utils.webfront import (
+    BACKENDS_MAP,
+    MAINTENANCE,
+    reload_nginx,
+    update_map,
+)
+
+
+def hold_web(front: Host, map_dir: str, domains: list[str]) -> dict[str, str | None]:
+    """Point the account's domains at the maintenance page on the front; return their previous backends."""
+    previous = update_map(front, f"{map_dir}/{BACKENDS_MAP}", dict.fromkeys(domains, MAINTENANCE))
+    if previous:
+        reload_nginx(front)
+    return previous
+
+
+def release_web(front: Host, map_dir: str, previous: dict[str, str | None]) -> None:
+    """Give each domain back the backend it had before hold_web (absent entries stay absent)."""
+    current = update_map(front, f"{map_dir}/{BACKENDS_MAP}", previous)
+    if current:
+        reload_nginx(front)
+
+
+def end_sessions(host: Host, uid: int) -> None:
+    """Stop every process of the account's user (shell sessions, PHP workers, cron jobs): nothing writes now."""
+    rc, _out, err = host.run(["pkill", "-KILL", "-U", str(uid)])
+    # pkill: 0 = killed some, 1 = none matched.
+    if rc not in (0, 1):
+        raise RuntimeError(f"could not end the sessions of uid {uid} on {host.name}: {err.strip()}")
+
+
+def hold_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> bool:
+    """Move the account's crontab aside so no job starts during the move; True if there was one."""
+    script = 'test -e "$1" || exit 3; mkdir -p -m 0700 "$2" && mv -f "$1" "$2/"'
+    rc, _out, err = host.run(["sh", "-c", script, "sh", f"{cron_dir}/{account}", held_dir])
+    if rc == 3:
+        return False
+    if rc != 0:
+        raise RuntimeError(f"could not hold the crontab of {account} on {host.name}: {err.strip()}")
+    return True
+
+
+def release_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> None:
+    script = 'test -e "$2/$3" || exit 0; mkdir -p "$1" && mv -f "$2/$3" "$1/$3"'
+    run_checked(host, ["sh", "-c", script, "sh", cron_dir, held_dir, account])
+
+
+def start_guardian(thaw: Callable[[], None]) -> int:
+    """Fork a process that thaws the source if this process dies before telling it the move is over.
+
+    Returns the write end of a pipe: write b"done" (switch succeeded or the failure was already thawed) and close
+    it. If the move is killed (SIGKILL, OOM, lost controller), the pipe closes without "done" and the guardian
+    thaws, so the account is served by its source again within a second instead of staying frozen.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return write_end
+    try:
+        os.setsid()
+        os.close(write_end)
+        # Detach from the module's stdio: Ansible waits for those to close.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        message = b""
+        while chunk := os.read(read_end, 16):
+            message += chunk
+        if message != b"done":
+            thaw()
+    finally:
+        os._exit(0)
+
+
+def release_guardian(write_end: int | None) -> None:
+    if write_end is not None:
+        os.write(write_end, b"done")
+        os.close(write_end)

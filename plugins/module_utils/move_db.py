@@ -1,0 +1,176 @@
+# Copyright: hosting.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The databases half of an account move, for every engine both servers run: plan, freeze the account's users
+on the source, copy through the method interface of dbcopy, compare per-table checksums, thaw."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, mariadb, postgres
+
+ENGINES = {"mariadb": mariadb, "postgresql": postgres}
+# The provider's own rule for downtime per GB of databases (a move must be far under it); for estimates only.
+ESTIMATE_S_PER_GB = 12.0
+
+
+class EngineError(RuntimeError):
+    """A database step failed; the message names the engine and the server."""
+
+
+class DatabaseSide:
+    def __init__(self, module, params: dict, account: str) -> None:
+        self.module = module
+        self.account = account
+        self.method = params["db_method"]
+        self.parallel = params["db_parallel"]
+        self.engines: dict[str, tuple] = {}
+        for engine, lib in ENGINES.items():
+            source, destination = params["source"].get(engine), params["destination"].get(engine)
+            if source and destination:
+                self.engines[engine] = (lib.endpoint(**source), lib.endpoint(**destination))
+        self._connections: dict[tuple[str, str], object] = {}
+        self.source_checksums: dict[str, dict] = {}
+
+    def _lib(self, engine: str):
+        lib = ENGINES[engine]
+        if not lib.HAS_DRIVER:
+            self.module.fail_json(msg=missing_required_lib(lib.DRIVER_NAME), exception=lib.DRIVER_IMPORT_ERROR)
+        return lib
+
+    def connection(self, engine: str, side: str, database: str | None = None):
+        key = (engine, side, database)
+        if key not in self._connections:
+            endpoint = self.engines[engine][0 if side == "source" else 1]
+            try:
+                self._connections[key] = self._lib(engine).connect(endpoint, database)
+            except Exception as error:
+                raise EngineError(f"cannot connect to {engine} on the {side} ({endpoint.host}): {error}") from error
+        return self._connections[key]
+
+    def close(self) -> None:
+        for conn in self._connections.values():
+            try:
+                conn.close()
+            except Exception:  # closing is best effort: the move's outcome is already decided
+                pass
+        self._connections.clear()
+
+    def databases(self, engine: str) -> list[str]:
+        return self._lib(engine).account_databases(self.connection(engine, "source"), self.account)
+
+    def copier(self, engine: str) -> dbcopy.DatabaseCopy:
+        source, destination = self.engines[engine]
+        return dbcopy.database_copy(
+            engine,
+            "dump" if self.method == "auto" else self.method,
+            source,
+            destination,
+            self.account,
+            parallel=self.parallel,
+            tmpdir=self.module.tmpdir,
+        )
+
+    def plan(self, entry: dict) -> dict:
+        plan: dict = {"engines": {}, "bytes": 0}
+        for engine in self.engines:
+            engine_plan = self.copier(engine).plan()
+            plan["engines"][engine] = engine_plan
+            plan["bytes"] += int(engine_plan.get("bytes", 0))
+        plan["estimated_seconds"] = round(plan["bytes"] / 2**30 * ESTIMATE_S_PER_GB, 1)
+        return plan
+
+    def size(self, entry: dict) -> int:
+        return self.plan(entry)["bytes"]
+
+    def precheck(self, entry: dict) -> None:
+        for engine in self.engines:
+            lib = self._lib(engine)
+            source = lib.server_version(self.connection(engine, "source"))
+            destination = lib.server_version(self.connection(engine, "destination"))
+            if destination < source:
+                raise EngineError(
+                    f"{engine} on the destination ({'.'.join(map(str, destination))}) is older than on the source "
+                    f"({'.'.join(map(str, source))}); a copy could use features it lacks"
+                )
+
+    def precopy(self, entry: dict, progress: Callable[..., None]) -> None:
+        for engine in self.engines:
+            self.copier(engine).precopy(progress)
+
+    def freeze_source(self, entry: dict, previous: dict | None) -> dict:
+        """Lock the account's DB users and end their sessions on the source; what to undo, per engine."""
+        frozen = dict(previous or {})
+        for engine in self.engines:
+            changes = self._lib(engine).freeze_users(self.connection(engine, "source"), self.account)
+            # A re-run after a crash finds the users already locked: keep the first record of their real state.
+            frozen.setdefault(engine, changes)
+        return frozen
+
+    def thaw_source(self, frozen: dict) -> None:
+        self._unfreeze("source", frozen)
+
+    def unfreeze_destination(self, frozen: dict) -> None:
+        """The users arrive as the source had them during the freeze (locked): give them their real state."""
+        self._unfreeze("destination", frozen)
+
+    def _unfreeze(self, side: str, frozen: dict) -> None:
+        for engine, changes in frozen.items():
+            if engine in self.engines and changes:
+                self._lib(engine).unfreeze_users(self.connection(engine, side), changes)
+
+    def reconnect(self) -> None:
+        """A forked guardian must not share the move's sockets."""
+        self._connections = {}
+
+    def copy(self, entry: dict, progress: Callable[..., None]) -> dict:
+        copied: dict = {}
+        for engine in self.engines:
+            copier = self.copier(engine)
+            try:
+                result = copier.copy(progress)
+            finally:
+                copier.cleanup()
+            for name, info in result.get("databases", {}).items():
+                copied[name] = dict(info, engine=engine)
+        return copied
+
+    def checksums(self, engine: str, side: str) -> dict:
+        lib = self._lib(engine)
+        sums = {}
+        for database in self.databases(engine):
+            conn = self.connection(engine, side, database)
+            sums[database] = {table: list(value) for table, value in lib.table_checksums(conn, database).items()}
+        return sums
+
+    def differences(self, entry: dict) -> list[str]:
+        found = []
+        self.source_checksums = {}
+        for engine in self.engines:
+            source = self.checksums(engine, "source")
+            destination = self.checksums(engine, "destination")
+            self.source_checksums[engine] = source
+            for database in sorted(source.keys() | destination.keys()):
+                src, dst = source.get(database, {}), destination.get(database, {})
+                for table in sorted(src.keys() | dst.keys()):
+                    if src.get(table) != dst.get(table):
+                        found.append(
+                            f"{engine} table {database}.{table}: "
+                            f"source {src.get(table)} != destination {dst.get(table)}"
+                        )
+        return found
+
+    def changed_since(self, tables: dict) -> list[str]:
+        """Rollback: tables of this server (the destination) that differ from what they were when the account left."""
+        changed = []
+        for engine, databases in tables.items():
+            if engine not in self.engines:
+                continue
+            current = self.checksums(engine, "destination")
+            for database, sums in databases.items():
+                for table, value in sums.items():
+                    if current.get(database, {}).get(table) != value:
+                        changed.append(f"{engine} table {database}.{table} changed since the switch")
+        return changed

@@ -1,0 +1,103 @@
+# Copyright: hosting.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The web front of DESIGN §1: nginx maps with one entry per domain.
+
+``docroots.map`` (domain -> document root) serves an account on the server that holds it; ``backends.map``
+(domain -> ``host:port`` or ``maintenance``) on the server that holds the public IPs sends a moved account's
+domains to the server that now holds it, or answers the maintenance page while the account is frozen. An absent
+backend entry means "served locally".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible_collections.hosting.migration.plugins.module_utils.hosts import Host, run_checked
+
+MAINTENANCE = "maintenance"
+DOCROOTS_MAP = "docroots.map"
+BACKENDS_MAP = "backends.map"
+
+# Lowercase LDH labels only: a domain lands in nginx configuration, DNS updates and file names.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
+_MAP_LINE_RE = re.compile(r"^\s*(\S+)\s+(\S+?);\s*$")
+
+
+def validate_domain(name: object) -> str:
+    if not isinstance(name, str) or len(name) > 253 or _DOMAIN_RE.fullmatch(name) is None:
+        raise ValueError(f"invalid domain {name!r}: lowercase letters, digits and hyphens in dot-separated labels")
+    return name
+
+
+def validate_backend(value: object) -> str:
+    """``maintenance`` or ``host:port`` with an IP address (``[v6]:port`` for IPv6): nothing nginx could misread."""
+    if value == MAINTENANCE:
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", value)
+        if match:
+            address, port = (match.group(1), match.group(2)) if match.group(1) else (match.group(3), match.group(4))
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                pass
+            else:
+                if 0 < int(port) < 65536:
+                    return value
+    raise ValueError(f"invalid backend {value!r}: expected 'maintenance', 'IPv4:port' or '[IPv6]:port'")
+
+
+def validate_docroot(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or re.search(r"[\s;{}'\"\\$]|\.\.", value):
+        raise ValueError(f"invalid document root {value!r}: an absolute path without spaces, quotes, ';' or '..'")
+    return value
+
+
+def parse_map(text: str | None) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _MAP_LINE_RE.match(line)
+        if match is None:
+            raise ValueError(f"unexpected line in an nginx map: {line!r}")
+        entries[match.group(1)] = match.group(2)
+    return entries
+
+
+def render_map(entries: dict[str, str]) -> str:
+    header = "# Managed by hosting.migration: one entry per domain.\n"
+    return header + "".join(f"{key} {value};\n" for key, value in sorted(entries.items()))
+
+
+def apply_changes(text: str | None, changes: dict[str, str | None]) -> tuple[str, dict[str, str | None]]:
+    """The map text with ``changes`` applied (None removes an entry), and each changed entry's previous value."""
+    entries = parse_map(text)
+    previous: dict[str, str | None] = {}
+    for key, value in changes.items():
+        if entries.get(key) != value:
+            previous[key] = entries.get(key)
+            if value is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = value
+    return render_map(entries), previous
+
+
+def update_map(
+    host: Host, path: str, changes: dict[str, str | None], check_mode: bool = False
+) -> dict[str, str | None]:
+    """Apply ``changes`` to the map file at ``path`` on ``host``; return the previous value of each changed entry."""
+    text = host.read_text(path)
+    new_text, previous = apply_changes(text, changes)
+    if previous and not check_mode:
+        host.write_text(path, new_text)
+    return previous
+
+
+def reload_nginx(host: Host) -> None:
+    """Check the configuration first: a broken map must never take the front down."""
+    run_checked(host, ["nginx", "-t", "-q"])
+    run_checked(host, ["nginx", "-s", "reload"])

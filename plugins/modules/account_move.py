@@ -1,0 +1,666 @@
+#!/usr/bin/python
+# Copyright: hosting.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: account_move
+short_description: Move one hosting account to this server in seconds of downtime, verified and reversible
+version_added: 0.1.0
+description:
+  - Runs on the destination server and pulls the account from the source server, in phases, each timed -
+    pre-check, lock, pre-copy (live), freeze, final delta, databases, verify, switch, unfreeze, journal.
+  - Files and Maildirs travel with rsync over SSH (C(-aHAX --numeric-ids)); MariaDB and PostgreSQL databases
+    C(<account>_*) with their users, password hashes and grants are streamed from server to server, and the
+    account's registry file follows.
+  - Before the switch every file (content hash, mode, owner, ACLs, xattrs, hard links) and every table (row count
+    and an order-independent content hash computed on both servers) is compared. Any difference fails the move
+    before the switch and thaws the source, so the account stays served by it.
+  - The switch edits the nginx map of the server that holds the public IPs (the I(front)); DNS is not touched.
+  - If the module is killed while the account is frozen, a guardian process thaws the source. A re-run converges.
+  - O(state=rolled_back) brings an account back to this server, its original home, from the server that serves it
+    now, after checking that nothing changed here since the switch (a conflict fails unless O(force=true)).
+extends_documentation_fragment:
+  - hosting.migration.account
+options:
+  state:
+    description:
+      - V(moved) makes this server the account's home, pulling from O(source).
+      - V(rolled_back) brings a moved account back to this server (where the journal says it came from).
+    type: str
+    choices: [moved, rolled_back]
+    default: moved
+  source:
+    description: The server the account is pulled from, as this server reaches it.
+    type: dict
+    required: true
+    suboptions:
+      host:
+        description: Address of the source for SSH (rsync, remote steps).
+        type: str
+        required: true
+      name:
+        description: Name recorded in the journal (the inventory hostname); defaults to O(source.host).
+        type: str
+      ssh_user:
+        description: SSH user on the source.
+        type: str
+        default: root
+      ssh_port:
+        description: SSH port of the source.
+        type: int
+        default: 22
+      ssh_key_file:
+        description: Private key this server uses to reach the source.
+        type: path
+      known_hosts_file:
+        description: Known-hosts file holding the source's host key (host keys are always checked).
+        type: path
+      mariadb:
+        description: Admin endpoint of the source's MariaDB/MySQL; omit if the source has none.
+        type: dict
+        suboptions: &db_suboptions
+          host:
+            description: Host name or address.
+            type: str
+            required: true
+          port:
+            description: TCP port.
+            type: int
+          user:
+            description: Administrative user.
+            type: str
+            required: true
+          password:
+            description: Its password. Travels in a 0600 defaults/pass file, never on a command line.
+            type: str
+            required: true
+            no_log: true
+      postgresql:
+        description: Admin endpoint of the source's PostgreSQL; omit if the source has none.
+        type: dict
+        suboptions: *db_suboptions
+  destination:
+    description: This server.
+    type: dict
+    required: true
+    suboptions:
+      name:
+        description: Name recorded in the journal (the inventory hostname).
+        type: str
+        required: true
+      http_backend:
+        description:
+          - C(address:port) where the front proxies this server's accounts to (C([v6]:port) for IPv6).
+          - Required when O(front=source).
+        type: str
+      mariadb:
+        description: Admin endpoint of this server's MariaDB/MySQL.
+        type: dict
+        suboptions: *db_suboptions
+      postgresql:
+        description: Admin endpoint of this server's PostgreSQL.
+        type: dict
+        suboptions: *db_suboptions
+  front:
+    description:
+      - Which side holds the public IPs and the nginx map that routes the account's domains.
+      - V(source) when moving away from the server that answers on the public IPs (step 4, and step 7 once the
+        IPs point at the transit server); V(destination) when bringing an account home to it (rollback).
+    type: str
+    choices: [source, destination]
+    default: source
+  paths:
+    description: The server contract's paths (DESIGN section 1); the same on both servers.
+    type: dict
+    default: {}
+    suboptions:
+      registry_dir:
+        description: Account registry.
+        type: path
+        default: /etc/hosting/accounts
+      home_root:
+        description: Parent of the account homes.
+        type: path
+        default: /home
+      mail_root:
+        description: Parent of the account Maildirs.
+        type: path
+        default: /var/mail
+      langs_dir:
+        description: Installed language runtimes.
+        type: path
+        default: /opt/hosting/langs
+      journal_dir:
+        description: The migration journal.
+        type: path
+        default: /var/lib/hosting-migration
+      nginx_map_dir:
+        description: Directory of the web front's C(docroots.map) and C(backends.map).
+        type: path
+        default: /etc/nginx/hosting
+      cron_dir:
+        description: Per-user crontabs, held during the freeze.
+        type: path
+        default: /var/spool/cron/crontabs
+  precopy_only:
+    description: Stop after the live pre-copy of files and mail (the transit_server role's refresh).
+    type: bool
+    default: false
+  db_method:
+    description: How databases travel; V(auto) picks the fastest method whose prerequisites hold.
+    type: str
+    choices: [auto, dump]
+    default: auto
+  db_parallel:
+    description: Tables copied at once.
+    type: int
+    default: 2
+  before_verify_command:
+    description:
+      - A command (argv list) run on this server after the copy and before verification, e.g. a provider's own
+        check. A non-zero exit fails the move before the switch. The test suite uses it to corrupt a copy.
+    type: list
+    elements: str
+  force:
+    description: With O(state=rolled_back), overwrite changes made here since the switch (they are reported).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    details: Reports the plan (what would be copied, sizes, estimated downtime) from read-only queries and rsync's
+      own dry run; writes nothing on either server.
+  diff_mode:
+    support: full
+    details: Shows where the account is before and after (server and front backend of each domain).
+  idempotent:
+    support: full
+    details: A finished move reports C(changed=false); a half-done one converges on a re-run.
+requirements:
+  - rsync and ssh on both servers
+  - PyMySQL and mariadb-client tools for MariaDB accounts; psycopg2 and postgresql-client for PostgreSQL ones
+  - PyYAML (the account registry is YAML)
+author:
+  - hosting.migration contributors
+"""
+
+EXAMPLES = r"""
+- name: Move alice to the transit server (runs on the transit server)
+  hosting.migration.account_move:
+    account: alice
+    source:
+      host: 10.77.0.10
+      name: client
+      ssh_key_file: /root/.ssh/hosting_migration_ed25519
+      known_hosts_file: /var/lib/hosting-migration/known_hosts
+      mariadb: {host: 10.77.0.10, user: hosting_admin, password: "{{ vault_db_admin_password }}"}
+    destination:
+      name: transit
+      http_backend: "10.77.0.11:80"
+      mariadb: {host: 127.0.0.1, user: hosting_admin, password: "{{ vault_db_admin_password }}"}
+    front: source
+
+- name: Bring alice home (runs on the client server)
+  hosting.migration.account_move:
+    account: alice
+    state: rolled_back
+    source: {host: 10.77.0.11, name: transit, ssh_key_file: /root/.ssh/hosting_migration_ed25519}
+    destination: {name: client}
+    front: destination
+"""
+
+RETURN = r"""
+location:
+  description: Where the account lives after the run (the journal's name of the server).
+  returned: always
+  type: str
+  sample: transit
+downtime_s:
+  description: Seconds from the freeze to the switch (0 when nothing moved).
+  returned: always
+  type: float
+  sample: 1.84
+phases:
+  description: Seconds spent in each phase that ran.
+  returned: always
+  type: dict
+  sample: {precheck: 0.4, precopy: 3.1, freeze: 0.2, final_delta: 0.3, databases: 1.1, verify: 0.3, switch: 0.1}
+bytes:
+  description: Bytes transferred by rsync (files and mail) and the databases' sizes.
+  returned: always
+  type: dict
+  sample: {files: 1048576, databases: 20971520}
+databases:
+  description: Per database, seconds, bytes and tables copied.
+  returned: when databases were copied
+  type: dict
+plan:
+  description: In check mode, what would be copied and the estimated downtime.
+  returned: check mode
+  type: dict
+conflicts:
+  description: With O(state=rolled_back), what changed on this server since the switch.
+  returned: when there are conflicts
+  type: list
+  elements: str
+"""
+
+import json
+import os
+import time
+import traceback
+from contextlib import ExitStack, contextmanager
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.hosting.migration.plugins.module_utils import freeze, webfront
+from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name
+from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost, RemoteHost, run_checked
+from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
+from ansible_collections.hosting.migration.plugins.module_utils.move_db import DatabaseSide, EngineError
+from ansible_collections.hosting.migration.plugins.module_utils.move_files import FileSide
+from ansible_collections.hosting.migration.plugins.module_utils.ssh import SshTarget
+
+try:
+    import yaml
+
+    HAS_YAML = True
+except ImportError:
+    YAML_IMPORT_ERROR = traceback.format_exc()
+    HAS_YAML = False
+
+DB_OPTIONS = {
+    "host": {"type": "str", "required": True},
+    "port": {"type": "int"},
+    "user": {"type": "str", "required": True},
+    "password": {"type": "str", "required": True, "no_log": True},
+}
+PATH_DEFAULTS = {
+    "registry_dir": "/etc/hosting/accounts",
+    "home_root": "/home",
+    "mail_root": "/var/mail",
+    "langs_dir": "/opt/hosting/langs",
+    "journal_dir": "/var/lib/hosting-migration",
+    "nginx_map_dir": "/etc/nginx/hosting",
+    "cron_dir": "/var/spool/cron/crontabs",
+}
+
+
+def argument_spec() -> dict:
+    db = {"type": "dict", "options": DB_OPTIONS}
+    return {
+        "account": {"type": "str", "required": True},
+        "state": {"type": "str", "choices": ["moved", "rolled_back"], "default": "moved"},
+        "source": {
+            "type": "dict",
+            "required": True,
+            "options": {
+                "host": {"type": "str", "required": True},
+                "name": {"type": "str"},
+                "ssh_user": {"type": "str", "default": "root"},
+                "ssh_port": {"type": "int", "default": 22},
+                "ssh_key_file": {"type": "path", "no_log": False},
+                "known_hosts_file": {"type": "path"},
+                "mariadb": db,
+                "postgresql": db,
+            },
+        },
+        "destination": {
+            "type": "dict",
+            "required": True,
+            "options": {
+                "name": {"type": "str", "required": True},
+                "http_backend": {"type": "str"},
+                "mariadb": db,
+                "postgresql": db,
+            },
+        },
+        "front": {"type": "str", "choices": ["source", "destination"], "default": "source"},
+        "paths": {
+            "type": "dict",
+            "default": {},
+            "options": {key: {"type": "path", "default": value} for key, value in PATH_DEFAULTS.items()},
+        },
+        "precopy_only": {"type": "bool", "default": False},
+        "db_method": {"type": "str", "choices": ["auto", "dump"], "default": "auto"},
+        "db_parallel": {"type": "int", "default": 2},
+        "before_verify_command": {"type": "list", "elements": "str"},
+        "force": {"type": "bool", "default": False},
+    }
+
+
+class MoveFailed(Exception):
+    """A phase failed; the message is the one-sentence reason given to the user."""
+
+
+class AccountMove:
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        params = module.params
+        self.account = params["account"]
+        self.paths = params["paths"]
+        src = params["source"]
+        self.source_name = src["name"] or src["host"]
+        self.destination_name = params["destination"]["name"]
+        target = SshTarget(
+            host=src["host"],
+            user=src["ssh_user"],
+            port=src["ssh_port"],
+            key_file=src["ssh_key_file"],
+            known_hosts_file=src["known_hosts_file"],
+        )
+        self.local = LocalHost(f"destination ({self.destination_name})")
+        self.remote = RemoteHost(target, f"source {self.source_name}")
+        self.front = self.remote if params["front"] == "source" else self.local
+        self.journal = Journal(self.paths["journal_dir"])
+        self.files = FileSide(target, self.paths, self.account)
+        self.databases = DatabaseSide(module, params, self.account)
+        self.phases: dict[str, float] = {}
+        self.result: dict = {"changed": False, "downtime_s": 0.0, "phases": self.phases, "bytes": {}}
+        self.guardian: int | None = None
+        self.journal_run = None
+        self.record: dict = {}
+
+    # ---- helpers ------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def phase(self, name: str):
+        """Time a phase and note it in the journal's progress file, so a watcher sees which one runs."""
+        started = time.monotonic()
+        self.progress(name)
+        yield
+        self.phases[name] = round(time.monotonic() - started, 3)
+        self.journal_run.finish_phase(name, {"seconds": self.phases[name]})
+
+    def progress(self, phase: str, **counters) -> None:
+        """Counters: bytes_done, bytes_total, tables_done, tables_total (what a watcher of a long move sees)."""
+        self.journal_run.report(phase, **counters)
+
+    def save(self) -> None:
+        self.journal_run.save()
+
+    def registry_path(self) -> str:
+        return f"{self.paths['registry_dir']}/{self.account}.yml"
+
+    def map_path(self, name: str) -> str:
+        return f"{self.paths['nginx_map_dir']}/{name}"
+
+    def load_registry(self, text: str) -> dict:
+        entry = yaml.safe_load(text) or {}
+        if entry.get("name") != self.account:
+            raise MoveFailed(f"registry file {self.registry_path()} on the source names {entry.get('name')!r}")
+        for domain in entry.get("domains", []):
+            webfront.validate_domain(domain["name"])
+        for site in entry.get("sites", []):
+            webfront.validate_domain(site["domain"])
+            webfront.validate_docroot(site["document_root"])
+        for key in ("uid", "gid"):
+            if not isinstance(entry.get(key), int) or entry[key] < 1000:
+                raise MoveFailed(f"registry of {self.account} has no valid {key} (an integer of at least 1000)")
+        return entry
+
+    def domains(self, entry: dict) -> list[str]:
+        return sorted({d["name"] for d in entry.get("domains", [])} | {s["domain"] for s in entry.get("sites", [])})
+
+    def front_backends(self, domains: list[str]) -> dict[str, str | None]:
+        entries = webfront.parse_map(self.front.read_text(self.map_path(webfront.BACKENDS_MAP)))
+        return {domain: entries.get(domain) for domain in domains}
+
+    def switched_backends(self, domains: list[str]) -> dict[str, str | None]:
+        """The front's backend of each domain once the account is served here."""
+        if self.front is self.remote:
+            return dict.fromkeys(domains, self.module.params["destination"]["http_backend"])
+        return dict.fromkeys(domains)
+
+    # ---- the move -----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        self.record = self.journal.read_state(self.account)
+        entry_text = self.remote.read_text(self.registry_path())
+        if self.is_done(entry_text):
+            self.result["location"] = self.destination_name
+            return self.result
+        if entry_text is None:
+            raise MoveFailed(f"account {self.account} has no registry file {self.registry_path()} on the source")
+        entry = self.load_registry(entry_text)
+        domains = self.domains(entry)
+        if self.module.check_mode:
+            return self.plan(entry, domains)
+        operation = f"account_move {self.module.params['state']} {self.source_name}->{self.destination_name}"
+        with ExitStack() as stack:
+            try:
+                self.journal_run = stack.enter_context(self.journal.lock(self.account, operation))
+            except LockedError as held:
+                raise MoveFailed(str(held)) from held
+            stack.callback(self.databases.close)
+            self.record = self.journal_run.state
+            self.move(entry, entry_text, domains)
+        return self.result
+
+    def is_done(self, entry_text: str | None) -> bool:
+        """A finished move of the same kind: the journal and the front agree the account is served here."""
+        if self.record.get("location") != self.destination_name or self.record.get("status") != "done":
+            return False
+        if self.record.get("operation") != self.module.params["state"]:
+            return False
+        if self.local.read_text(self.registry_path()) is None:
+            return False
+        domains = self.record.get("domains", [])
+        return self.front_backends(domains) == self.switched_backends(domains)
+
+    def plan(self, entry: dict, domains: list[str]) -> dict:
+        files = self.files.plan()
+        databases = self.databases.plan(entry)
+        self.result.update(
+            changed=True,
+            plan={
+                "source": self.source_name,
+                "destination": self.destination_name,
+                "domains": domains,
+                "files": files,
+                "databases": databases,
+                "estimated_downtime_s": round(1.0 + databases.get("estimated_seconds", 0.0), 1),
+            },
+            location=self.record.get("location") or self.source_name,
+        )
+        if self.module._diff:
+            self.result["diff"] = {
+                "before": {"location": self.source_name, "front": self.front_backends(domains)},
+                "after": {"location": self.destination_name, "front": self.switched_backends(domains)},
+            }
+        return self.result
+
+    def move(self, entry: dict, entry_text: str, domains: list[str]) -> None:
+        state = self.module.params["state"]
+        before = self.front_backends(domains)
+        self.record.update(
+            account=self.account,
+            operation=state,
+            source=self.source_name,
+            destination=self.destination_name,
+            domains=domains,
+            status="running",
+        )
+        self.record["location"] = self.record.get("location") or self.source_name
+        self.journal_run.reset_phases()
+        with self.phase("precheck"):
+            self.precheck(entry, state)
+        with self.phase("precopy"):
+            self.files.ensure_user(entry)
+            self.result["bytes"]["precopy"] = self.files.pull(self.progress)
+            self.databases.precopy(entry, self.progress)
+        self.result["changed"] = True
+        if self.module.params["precopy_only"]:
+            self.record["status"] = "precopied"
+            self.save()
+            return
+        frozen_at = time.monotonic()
+        try:
+            with self.phase("freeze"):
+                self.freeze(entry, domains)
+            with self.phase("final_delta"):
+                self.result["bytes"]["files"] = self.files.pull(self.progress)
+                self.local.write_text(self.registry_path(), entry_text, 0o644)
+            with self.phase("databases"):
+                copied = self.databases.copy(entry, self.progress)
+                self.result["databases"] = copied
+                self.result["bytes"]["databases"] = sum(d.get("bytes", 0) for d in copied.values())
+            hook = self.module.params["before_verify_command"]
+            if hook:
+                run_checked(self.local, hook)
+            with self.phase("verify"):
+                self.verify(entry)
+            with self.phase("switch"):
+                self.switch(entry, domains)
+        except Exception:
+            self.thaw(entry, domains)
+            raise
+        finally:
+            freeze.release_guardian(self.guardian)
+            self.guardian = None
+        self.result["downtime_s"] = round(time.monotonic() - frozen_at, 3)
+        with self.phase("unfreeze"):
+            self.databases.unfreeze_destination(self.record.get("db_freeze", {}))
+            freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
+        self.record.update(location=self.destination_name, status="done", downtime_s=self.result["downtime_s"])
+        self.save()
+        self.mirror_journal()
+        self.result["location"] = self.destination_name
+        if self.module._diff:
+            self.result["diff"] = {
+                "before": {"location": self.source_name, "front": before},
+                "after": {"location": self.destination_name, "front": self.front_backends(domains)},
+            }
+
+    def held_dir(self) -> str:
+        return f"{self.paths['journal_dir']}/held"
+
+    def precheck(self, entry: dict, state: str) -> None:
+        if state == "moved" and self.record.get("location") not in (None, self.source_name):
+            raise MoveFailed(
+                f"the journal on {self.destination_name} says {self.account} lives on {self.record['location']}, "
+                f"not on the source {self.source_name}"
+            )
+        if state == "rolled_back":
+            self.check_conflicts()
+        for site in entry.get("sites", []):
+            runtime = f"{self.paths['langs_dir']}/{site['language']}/{site['version']}"
+            if not os.path.isdir(runtime):
+                raise MoveFailed(
+                    f"{site['language']} {site['version']} used by {site['domain']} is not installed on "
+                    f"{self.destination_name} ({runtime} is missing)"
+                )
+        self.files.check_space(self.databases.size(entry))
+        self.databases.precheck(entry)
+
+    def check_conflicts(self) -> None:
+        """Rollback: what changed here since the account left must not be overwritten silently."""
+        manifest = self.record.get("left_manifest")
+        if manifest is None:
+            return
+        conflicts = self.files.changed_since(manifest.get("files", {}))
+        conflicts += self.databases.changed_since(manifest.get("tables", {}))
+        if conflicts and not self.module.params["force"]:
+            self.result["conflicts"] = conflicts
+            raise MoveFailed(
+                f"{len(conflicts)} change(s) on {self.destination_name} since {self.account} left would be "
+                f"overwritten by the rollback (see conflicts); resolve them or set force=true"
+            )
+
+    def freeze(self, entry: dict, domains: list[str]) -> None:
+        # The guardian exists before anything is frozen, so there is no moment where a kill leaves a freeze.
+        self.guardian = freeze.start_guardian(lambda: self.guardian_thaw(entry, domains))
+        self.record.setdefault("web_freeze", {})
+        previous = freeze.hold_web(self.front, self.paths["nginx_map_dir"], domains)
+        # Keep the value from before the first freeze: a re-run must not record "maintenance" as the original.
+        for domain, value in previous.items():
+            self.record["web_freeze"].setdefault(domain, value)
+        self.save()
+        self.record["db_freeze"] = self.databases.freeze_source(entry, self.record.get("db_freeze"))
+        self.save()
+        freeze.end_sessions(self.remote, entry["uid"])
+        if freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account):
+            self.record["cron_held"] = True
+        self.save()
+
+    def guardian_thaw(self, entry: dict, domains: list[str]) -> None:
+        """In the guardian (a fork of the killed move): fresh connections, then thaw unless already switched."""
+        self.databases.reconnect()
+        if self.front_backends(domains) != self.switched_backends(domains):
+            self.thaw(entry, domains)
+
+    def thaw(self, entry: dict, domains: list[str]) -> None:
+        """Serve the account from its source again, exactly as before the freeze."""
+        web = self.record.get("web_freeze", {})
+        freeze.release_web(self.front, self.paths["nginx_map_dir"], {d: web.get(d) for d in domains})
+        self.databases.thaw_source(self.record.get("db_freeze", {}))
+        if self.record.get("cron_held"):
+            freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
+        self.record.update(status="failed", web_freeze={}, db_freeze={}, cron_held=False)
+        self.save()
+
+    def verify(self, entry: dict) -> None:
+        self.progress("verify")
+        differences = self.files.differences()
+        differences += self.databases.differences(entry)
+        if differences:
+            self.result["differences"] = differences[:100]
+            raise MoveFailed(
+                f"verification found {len(differences)} difference(s) between source and destination "
+                f"(first: {differences[0]}); nothing was switched"
+            )
+        # What the source looked like when the account left: a rollback checks nothing changed there since.
+        self.record["left_manifest"] = {
+            "files": self.files.source_manifest(),
+            "tables": self.databases.source_checksums,
+        }
+
+    def switch(self, entry: dict, domains: list[str]) -> None:
+        docroots = {s["domain"]: s["document_root"] for s in entry.get("sites", [])}
+        if webfront.update_map(self.local, self.map_path(webfront.DOCROOTS_MAP), docroots):
+            webfront.reload_nginx(self.local)
+        if self.front is self.local:
+            # Coming home: the front serves the account itself again; the other side stops serving it.
+            if webfront.update_map(self.remote, self.map_path(webfront.DOCROOTS_MAP), dict.fromkeys(docroots)):
+                webfront.reload_nginx(self.remote)
+        freeze.release_web(self.front, self.paths["nginx_map_dir"], self.switched_backends(domains))
+        self.record.update(web_freeze={}, switched_at=time.time())
+        self.save()
+
+    def mirror_journal(self) -> None:
+        """The source's journal learns where the account went (it survives the destination's loss)."""
+        path = f"{self.paths['journal_dir']}/accounts/{self.account}.json"
+        remote = dict(self.record)
+        self.remote.write_text(path, json.dumps(remote, indent=2, sort_keys=True), 0o600)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+    )
+    if not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    try:
+        validate_account_name(module.params["account"])
+    except ValueError as error:
+        module.fail_json(msg=str(error))
+    if module.params["front"] == "source" and not module.params["destination"].get("http_backend"):
+        module.fail_json(msg="destination.http_backend is required when front=source (where the front proxies to)")
+    if module.params["destination"].get("http_backend"):
+        try:
+            webfront.validate_backend(module.params["destination"]["http_backend"])
+        except ValueError as error:
+            module.fail_json(msg=str(error))
+    move = AccountMove(module)
+    try:
+        result = move.run()
+    except (MoveFailed, EngineError, JournalError, ValueError, RuntimeError, OSError) as error:
+        module.fail_json(msg=str(error), **move.result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""account_move and the account_migrate role against the lab: real rsync over SSH, real MariaDB and PostgreSQL,
+real nginx on the client's public IPs. Identity is checked with the tests' own hashes, never the module's.
+
+The tests of this module run in file order and share the lab's state: alice and bob go to transit and back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import yaml
+from conftest import LAB, REPO, run
+
+pytestmark = pytest.mark.lab
+
+SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text())
+JOURNAL = "/var/lib/hosting-migration"
+
+
+def playbook(name, *args, check=True, env=None):
+    return run(["ansible-playbook", f"playbooks/{name}", *args], check=check, env=env)
+
+
+def in_host(host, script, check=True):
+    return run([LAB, "exec", host, "--", "bash", "-c", script], check=check)
+
+
+def tree_snapshot(host, account):
+    """Names, types, modes, owners, link targets, content hashes, ACLs and xattrs of the account's trees."""
+    script = f"""
+set -e
+for tree in /home/{account} /var/mail/{account}; do
+  [ -d "$tree" ] || continue
+  cd "$tree"
+  find . -printf '%p|%y|%m|%U|%G|%l|%n\\0' | sort -z | tr '\\0' '\\n'
+  find . -type f -print0 | sort -z | xargs -0 -r sha256sum
+  getfacl -R -p -s . 2>/dev/null || true
+  getfattr -R -d -h . 2>/dev/null || true
+done
+"""
+    return in_host(host, script).stdout
+
+
+def mariadb_rows(mariadb, host, database):
+    conn = mariadb(host, database=database)
+    digest = {}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema=%s AND table_type='BASE TABLE'",
+            (database,),
+        )
+        for (table,) in cur.fetchall():
+            cur.execute(f"SELECT * FROM `{table}`")
+            rows = sorted(repr(row) for row in cur.fetchall())
+            digest[table] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+    return digest
+
+
+def postgresql_rows(postgresql, host, database):
+    conn = postgresql(host, database=database)
+    digest = {}
+    with conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        for (table,) in cur.fetchall():
+            cur.execute(f'SELECT * FROM "{table}"')
+            rows = sorted(repr(row) for row in cur.fetchall())
+            digest[table] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+    return digest
+
+
+def http(host_header, path="/", address="198.51.100.10"):
+    request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host_header})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def front_map(host):
+    return in_host(host, "cat /etc/nginx/hosting/backends.map 2>/dev/null || true").stdout
+
+
+def journal_state(host, account):
+    out = in_host(host, f"cat {JOURNAL}/accounts/{account}/state.json 2>/dev/null || echo null").stdout
+    return json.loads(out)
+
+
+def state_snapshot(lab, mariadb, postgresql):
+    """Everything a move may change, on both servers: for the check-mode test."""
+    snap = {}
+    for host in ("client", "transit"):
+        snap[host] = {
+            "files": in_host(
+                host, "find /home /var/mail /etc/hosting /etc/nginx/hosting -printf '%p %s %T@ %m\\n' | sort"
+            ).stdout,
+            "maps": in_host(host, "cat /etc/nginx/hosting/*.map").stdout,
+            "users": in_host(host, "getent passwd | sort").stdout,
+            "journal": in_host(host, f"find {JOURNAL} -type f 2>/dev/null | sort; true").stdout,
+        }
+        with mariadb(host).cursor() as cur:
+            cur.execute("SELECT schema_name FROM information_schema.schemata ORDER BY 1")
+            snap[host]["mariadb"] = cur.fetchall()
+            cur.execute("SELECT user, host, JSON_VALUE(priv, '$.account_locked') FROM mysql.global_priv ORDER BY 1, 2")
+            snap[host]["mariadb_users"] = cur.fetchall()
+        with postgresql(host).cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database ORDER BY 1")
+            snap[host]["pg"] = cur.fetchall()
+            cur.execute("SELECT rolname, rolcanlogin FROM pg_roles ORDER BY 1")
+            snap[host]["pg_roles"] = cur.fetchall()
+    return snap
+
+
+@pytest.fixture(scope="module")
+def transit(lab):
+    """What step 3 (transit_server role, issue #5) provides: the client's language runtimes on transit."""
+    in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
+    return lab
+
+
+def assert_account_identical(account, mariadb, postgresql):
+    assert tree_snapshot("client", account) == tree_snapshot("transit", account)
+    for database in SEED["accounts"][account]["databases"]:
+        if database["engine"] == "mariadb":
+            assert mariadb_rows(mariadb, "client", database["name"]) == mariadb_rows(
+                mariadb, "transit", database["name"]
+            )
+        else:
+            assert postgresql_rows(postgresql, "client", database["name"]) == postgresql_rows(
+                postgresql, "transit", database["name"]
+            )
+
+
+def test_check_mode_changes_nothing(transit, mariadb, postgresql):
+    before = state_snapshot(transit, mariadb, postgresql)
+    result = playbook("step4_migrate.yml", "-e", "account=alice", "--check")
+    assert "would move" in result.stdout and "estimated_downtime_s" in result.stdout
+    assert state_snapshot(transit, mariadb, postgresql) == before
+
+
+def test_move_alice_to_transit(transit, mariadb):
+    result = playbook("step4_migrate.yml", "-e", "account=alice")
+    assert "alice: now on transit" in result.stdout
+    assert_account_identical("alice", mariadb, None)
+    assert "alice-shop.test 10.77.0.11:80;" in front_map("client")
+    # The client's public IP now serves what transit holds: a file only transit has answers.
+    in_host("transit", "echo served-by-transit > /home/alice/www/alice-shop.test/where.txt")
+    try:
+        assert http("alice-shop.test", "/where.txt") == (200, "served-by-transit\n")
+    finally:
+        in_host("transit", "rm -f /home/alice/www/alice-shop.test/where.txt")
+    status, body = http("alice-shop.test")
+    assert status == 200 and "<title>Alice's Shop</title>" in body
+    # alice's DB users log in on transit with their unchanged passwords.
+    users = {u["name"]: u["password"] for u in SEED["accounts"]["alice"]["db_users"]}
+    with mariadb("transit", user="alice", password=users["alice"], database="alice_shop").cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM products")
+        assert cur.fetchone()[0] == 400
+    state = journal_state("transit", "alice")
+    assert state["location"] == "transit" and state["status"] == "done"
+    assert journal_state("client", "alice")["location"] == "transit"
+
+
+def test_a_finished_move_reports_no_change(transit):
+    result = playbook("step4_migrate.yml", "-e", "account=alice")
+    assert "changed: False" in result.stdout
+    assert "changed=0" in result.stdout.split("PLAY RECAP")[1]
+
+
+def test_two_moves_of_one_account_at_once_the_second_fails_fast(transit, mariadb, postgresql):
+    procs = [
+        subprocess.Popen(
+            ["ansible-playbook", "playbooks/step4_migrate.yml", "-e", "account=bob"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, outputs
+    loser = outputs[[p.returncode for p in procs].index(codes[1])]
+    assert "is locked by" in loser or "locked" in loser, loser
+    assert_account_identical("bob", mariadb, postgresql)
+    users = {u["name"]: u["password"] for u in SEED["accounts"]["bob"]["db_users"]}
+    with postgresql("transit", user="bob", password=users["bob"], database="bob_app").cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM plants")
+        assert cur.fetchone()[0] == 300
+    assert http("bobs-garden.test")[0] == 200
+
+
+def test_rollback_brings_home_what_was_written_on_transit(transit, mariadb):
+    new_file = "/home/alice/files/new-on-transit.txt"
+    in_host("transit", f"echo written-on-transit > {new_file}; chown alice: {new_file}")
+    message = "From: a@example.org\r\nTo: info@alice-shop.test\r\nMessage-ID: <after-switch@transit>\r\n\r\nhello\r\n"
+    new_mail = "/var/mail/alice/info/new/1800000000.after.transit"
+    in_host("transit", f"printf '%s' '{message}' > {new_mail}; chown alice: {new_mail}")
+    users = {u["name"]: u["password"] for u in SEED["accounts"]["alice"]["db_users"]}
+    with mariadb("transit", user="alice", password=users["alice"], database="alice_shop").cursor() as cur:
+        cur.execute("INSERT INTO products (sku, name, price, created_at) VALUES ('SKU-NEW', 'after switch', 1, NOW())")
+    result = playbook("rollback.yml", "-e", "account=alice")
+    assert "alice: back on client" in result.stdout
+    assert in_host("client", "cat /home/alice/files/new-on-transit.txt").stdout == "written-on-transit\n"
+    assert "after-switch@transit" in in_host("client", "cat /var/mail/alice/info/new/1800000000.after.transit").stdout
+    with mariadb("client", database="alice_shop").cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM products WHERE sku = 'SKU-NEW'")
+        assert cur.fetchone()[0] == 1
+    assert "alice-shop.test" not in front_map("client")
+    in_host("client", "echo served-by-client > /home/alice/www/alice-shop.test/where.txt")
+    try:
+        assert http("alice-shop.test", "/where.txt") == (200, "served-by-client\n")
+    finally:
+        in_host("client", "rm -f /home/alice/www/alice-shop.test/where.txt")
+    assert journal_state("client", "alice")["location"] == "client"
+    # A second rollback has nothing to do.
+    assert "changed=0" in playbook("rollback.yml", "-e", "account=alice").stdout.split("PLAY RECAP")[1]
+
+
+def move_carol(*extra, check=True):
+    return playbook("step4_migrate.yml", "-e", "account=carol", *extra, check=check)
+
+
+def hook_vars(command):
+    return ["-e", json.dumps({"account_migrate_before_verify_command": command})]
+
+
+def assert_served_by_client(domain, title):
+    status, body = http(domain)
+    assert status == 200 and f"<title>{title}</title>" in body, (status, body[:200])
+    assert domain not in front_map("client")
+
+
+def test_a_flipped_byte_in_a_copied_file_fails_before_the_switch(transit):
+    flip = ["sh", "-c", "printf X | dd of=/home/carol/files/document-03.txt bs=1 seek=5 conv=notrunc status=none"]
+    result = move_carol(*hook_vars(flip), check=False)
+    assert result.returncode != 0
+    assert "verification found" in result.stdout and "document-03.txt" in result.stdout
+    assert_served_by_client("carol-blog.test", "Carol's Blog")
+
+
+def test_a_row_changed_on_the_destination_fails_before_the_switch(transit):
+    change = ["mariadb", "--protocol=socket", "-e", "UPDATE carol_blog.posts SET title = 'Post X' WHERE id = 1"]
+    result = move_carol(*hook_vars(change), check=False)
+    assert result.returncode != 0
+    assert "verification found" in result.stdout and "posts" in result.stdout
+    assert_served_by_client("carol-blog.test", "Carol's Blog")
+    # Without the corruption the same move converges.
+    move_carol()
+    assert "carol-blog.test 10.77.0.11:80;" in front_map("client")
+
+
+def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_completes(transit, mariadb, postgresql):
+    proc = subprocess.Popen(
+        ["ansible-playbook", "playbooks/step4_migrate.yml", "-e", "account=dave"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )
+    progress = f"{JOURNAL}/accounts/dave/progress.json"
+    holder = f"{JOURNAL}/accounts/dave/holder.json"
+    deadline = time.monotonic() + 120
+    pid = None
+    while time.monotonic() < deadline:
+        out = in_host("transit", f"cat {progress} {holder} 2>/dev/null | tr '\\n' ' '", check=False).stdout
+        if '"phase": "databases"' in out or '"phase":"databases"' in out:
+            pid = json.loads(in_host("transit", f"cat {holder}").stdout)["pid"]
+            in_host("transit", f"kill -KILL {pid}")
+            break
+        time.sleep(0.05)
+    proc.communicate(timeout=300)
+    assert pid, "the move never reached the database phase"
+    time.sleep(2)  # the guardian notices the pipe close at once; give nginx its reload
+    assert_served_by_client("dave-data.test", "Dave's Data")
+    users = {u["name"]: u["password"] for u in SEED["accounts"]["dave"]["db_users"] if u["engine"] == "mariadb"}
+    with mariadb("client", user="dave", password=users["dave"], database="dave_data").cursor() as cur:
+        cur.execute("INSERT INTO measurements (sensor, taken_at, value, payload) VALUES (1, NOW(), 1, 'after kill')")
+    playbook("step4_migrate.yml", "-e", "account=dave")
+    assert_account_identical("dave", mariadb, postgresql)
+    assert "dave-data.test 10.77.0.11:80;" in front_map("client")
+
+
+def test_hostile_account_names_are_refused_before_anything_runs(transit):
+    for name in ["a';DROP DATABASE x;--", "../etc", "-rf", "alice\n", "Alice", "a" * 40, "al/ice"]:
+        result = playbook("step4_migrate.yml", "-e", json.dumps({"account": name}), check=False)
+        assert result.returncode != 0 and "invalid account name" in result.stdout, name
+
+
+def test_the_admin_password_never_appears_in_output_or_process_lists(transit, lab):
+    password = lab.vars["hosting_db_admin_password"]
+    proc = subprocess.Popen(
+        ["ansible-playbook", "playbooks/rollback.yml", "-e", "account=bob", "-vvv"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )
+    seen_in_ps = []
+    while proc.poll() is None:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                        if password.encode() in handle.read():
+                            seen_in_ps.append(entry)
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    output = proc.stdout.read()
+    assert proc.returncode == 0, output[-3000:]
+    assert password not in output
+    assert not seen_in_ps
+    assert "bob: back on client" in output

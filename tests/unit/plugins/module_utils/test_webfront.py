@@ -1,0 +1,64 @@
+"""The web front's maps: what may enter them, and exact edits with the previous values kept for an undo."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.hosting.migration.plugins.module_utils import webfront
+
+
+@pytest.mark.parametrize("name", ["alice-shop.test", "www.alice-shop.test", "xn--bcher-kva.example", "a.b.c.d.e"])
+def test_valid_domains(name):
+    assert webfront.validate_domain(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "test", "-a.test", "a-.test", "A.test", "a..test", "a.test;", "a.test default", "a/b.test", "a.test\n",
+     "a" * 64 + ".test", "a'.test", "$host.test", None, 42],
+)  # fmt: skip
+def test_hostile_domains_are_refused(name):
+    with pytest.raises(ValueError, match="invalid domain"):
+        webfront.validate_domain(name)
+
+
+@pytest.mark.parametrize("value", ["maintenance", "10.77.0.11:80", "[2001:db8::1]:8080"])
+def test_valid_backends(value):
+    assert webfront.validate_backend(value) == value
+
+
+@pytest.mark.parametrize("value", ["10.77.0.11", "host:80", "10.77.0.11:0", "10.77.0.11:80; evil", "[zz::1]:80", ""])
+def test_hostile_backends_are_refused(value):
+    with pytest.raises(ValueError):
+        webfront.validate_backend(value)
+
+
+@pytest.mark.parametrize("value", ["/home/a/www", "/home/a/www/a-b.test"])
+def test_valid_docroots(value):
+    assert webfront.validate_docroot(value) == value
+
+
+@pytest.mark.parametrize("value", ["home/a", "/home/a/../../etc", "/home/a b", "/home/a;", "/home/$x", "/home/{a}"])
+def test_hostile_docroots_are_refused(value):
+    with pytest.raises(ValueError):
+        webfront.validate_docroot(value)
+
+
+def test_apply_changes_records_previous_values_and_round_trips():
+    text = webfront.render_map({"a.test": "local-ignored", "b.test": "10.0.0.1:80"})
+    new, previous = webfront.apply_changes(text, {"a.test": "maintenance", "c.test": "10.0.0.2:80", "b.test": None})
+    assert webfront.parse_map(new) == {"a.test": "maintenance", "c.test": "10.0.0.2:80"}
+    assert previous == {"a.test": "local-ignored", "c.test": None, "b.test": "10.0.0.1:80"}
+    restored, _ = webfront.apply_changes(new, previous)
+    assert webfront.parse_map(restored) == webfront.parse_map(text)
+
+
+def test_unchanged_entries_are_not_reported():
+    text = webfront.render_map({"a.test": "maintenance"})
+    new, previous = webfront.apply_changes(text, {"a.test": "maintenance", "b.test": None})
+    assert previous == {} and new == text
+
+
+def test_a_map_line_nginx_would_misread_is_an_error():
+    with pytest.raises(ValueError, match="unexpected line"):
+        webfront.parse_map("a.test 10.0.0.1:80\n")
