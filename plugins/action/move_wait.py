@@ -45,8 +45,11 @@ class ActionModule(ActionBase):
         deadline = time.monotonic() + float(args.get("timeout", 7200))
         label = args.get("label", "")
         shown = None
+        # What ansible.builtin.async_status's own action plugin passes to the module.
+        async_dir = self.get_shell_option("async_dir", default="~/.ansible_async")
         while True:
-            status = self._execute_module("ansible.builtin.async_status", {"jid": jid}, task_vars=task_vars)
+            query = {"jid": jid, "_async_dir": async_dir}
+            status = self._execute_module("ansible.builtin.async_status", query, task_vars=task_vars)
             if status.get("finished") or status.get("failed") and "finished" not in status:
                 self._execute_module(
                     "ansible.builtin.async_status", {"jid": jid, "mode": "cleanup"}, task_vars=task_vars

@@ -40,15 +40,19 @@ class DatabaseSide:
             self.module.fail_json(msg=missing_required_lib(lib.DRIVER_NAME), exception=lib.DRIVER_IMPORT_ERROR)
         return lib
 
-    def connection(self, engine: str, side: str, database: str | None = None):
-        key = (engine, side, database)
-        if key not in self._connections:
-            endpoint = self.engines[engine][0 if side == "source" else 1]
-            try:
-                self._connections[key] = self._lib(engine).connect(endpoint, database)
-            except Exception as error:
-                raise EngineError(f"cannot connect to {engine} on the {side} ({endpoint.host}): {error}") from error
-        return self._connections[key]
+    def _connect(self, engine: str, side: str, database: str | None):
+        endpoint = self.engines[engine][0 if side == "source" else 1]
+        try:
+            return self._lib(engine).connect(endpoint, database)
+        except Exception as error:
+            raise EngineError(f"cannot connect to {engine} on the {side} ({endpoint.host}): {error}") from error
+
+    def connection(self, engine: str, side: str):
+        """The server-level admin connection of one side, kept for the move (never one into an account database:
+        the copy drops and recreates those)."""
+        if (engine, side) not in self._connections:
+            self._connections[engine, side] = self._connect(engine, side, None)
+        return self._connections[engine, side]
 
     def close(self) -> None:
         for conn in self._connections.values():
@@ -141,8 +145,11 @@ class DatabaseSide:
         lib = self._lib(engine)
         sums = {}
         for database in self.databases(engine):
-            conn = self.connection(engine, side, database)
-            sums[database] = {table: list(value) for table, value in lib.table_checksums(conn, database).items()}
+            conn = self._connect(engine, side, database)
+            try:
+                sums[database] = {table: list(value) for table, value in lib.table_checksums(conn, database).items()}
+            finally:
+                conn.close()
         return sums
 
     def differences(self, entry: dict) -> list[str]:

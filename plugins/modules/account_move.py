@@ -76,7 +76,6 @@ options:
             description: Its password. Travels in a 0600 defaults/pass file, never on a command line.
             type: str
             required: true
-            no_log: true
       postgresql:
         description: Admin endpoint of the source's PostgreSQL; omit if the source has none.
         type: dict
@@ -169,13 +168,17 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports the plan (what would be copied, sizes, estimated downtime) from read-only queries and rsync's
       own dry run; writes nothing on either server.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows where the account is before and after (server and front backend of each domain).
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation
+      indicates no change.
     support: full
     details: A finished move reports C(changed=false); a half-done one converges on a re-run.
 requirements:
@@ -183,7 +186,7 @@ requirements:
   - PyMySQL and mariadb-client tools for MariaDB accounts; psycopg2 and postgresql-client for PostgreSQL ones
   - PyYAML (the account registry is YAML)
 author:
-  - hosting.migration contributors
+  - hosting.migration contributors (@hosting-migration)
 """
 
 EXAMPLES = r"""
@@ -261,12 +264,13 @@ from ansible_collections.hosting.migration.plugins.module_utils.hosts import Loc
 from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
 from ansible_collections.hosting.migration.plugins.module_utils.move_db import DatabaseSide, EngineError
 from ansible_collections.hosting.migration.plugins.module_utils.move_files import FileSide
-from ansible_collections.hosting.migration.plugins.module_utils.ssh import SshTarget
+from ansible_collections.hosting.migration.plugins.module_utils.ssh import SshError, SshTarget
 
 try:
     import yaml
 
     HAS_YAML = True
+    YAML_IMPORT_ERROR = None
 except ImportError:
     YAML_IMPORT_ERROR = traceback.format_exc()
     HAS_YAML = False
@@ -350,6 +354,7 @@ class AccountMove:
             port=src["ssh_port"],
             key_file=src["ssh_key_file"],
             known_hosts_file=src["known_hosts_file"],
+            control_path=os.path.join(module.tmpdir, "ssh-source"),
         )
         self.local = LocalHost(f"destination ({self.destination_name})")
         self.remote = RemoteHost(target, f"source {self.source_name}")
@@ -418,7 +423,13 @@ class AccountMove:
 
     def run(self) -> dict:
         self.record = self.journal.read_state(self.account)
-        entry_text = self.remote.read_text(self.registry_path())
+        try:
+            entry_text = self.remote.read_text(self.registry_path())
+        except SshError as error:
+            if not self.module.check_mode:
+                raise MoveFailed(f"cannot reach the source over SSH: {error}") from error
+            # The first real run sets up the SSH trust; until then a dry run plans what it can reach.
+            return self.plan(None, [], note=f"files not planned, the source is not reachable over SSH yet: {error}")
         if self.is_done(entry_text):
             self.result["location"] = self.destination_name
             return self.result
@@ -450,8 +461,8 @@ class AccountMove:
         domains = self.record.get("domains", [])
         return self.front_backends(domains) == self.switched_backends(domains)
 
-    def plan(self, entry: dict, domains: list[str]) -> dict:
-        files = self.files.plan()
+    def plan(self, entry: dict | None, domains: list[str], note: str | None = None) -> dict:
+        files = self.files.plan() if note is None else {"note": note}
         databases = self.databases.plan(entry)
         self.result.update(
             changed=True,
@@ -631,7 +642,7 @@ class AccountMove:
 
     def mirror_journal(self) -> None:
         """The source's journal learns where the account went (it survives the destination's loss)."""
-        path = f"{self.paths['journal_dir']}/accounts/{self.account}.json"
+        path = self.journal.state_path(self.account)
         remote = dict(self.record)
         self.remote.write_text(path, json.dumps(remote, indent=2, sort_keys=True), 0o600)
 
@@ -657,7 +668,7 @@ def main() -> None:
     move = AccountMove(module)
     try:
         result = move.run()
-    except (MoveFailed, EngineError, JournalError, ValueError, RuntimeError, OSError) as error:
+    except (MoveFailed, EngineError, JournalError, SshError, ValueError, RuntimeError, OSError) as error:
         module.fail_json(msg=str(error), **move.result)
     module.exit_json(**result)
 

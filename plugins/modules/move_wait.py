@@ -36,18 +36,25 @@ options:
     default: ""
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Only reads.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on
+      the controller.
     support: full
   async:
+    description: Supports being used with the C(async) keyword.
     support: none
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 author:
-  - hosting.migration contributors
+  - hosting.migration contributors (@hosting-migration)
 """
 
 EXAMPLES = r"""

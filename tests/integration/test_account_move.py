@@ -183,7 +183,7 @@ def test_two_moves_of_one_account_at_once_the_second_fails_fast(transit, mariadb
             text=True,
             env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
         )
-        for _ in range(2)
+        for _attempt in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)

@@ -49,7 +49,7 @@ def test_apply_changes_records_previous_values_and_round_trips():
     new, previous = webfront.apply_changes(text, {"a.test": "maintenance", "c.test": "10.0.0.2:80", "b.test": None})
     assert webfront.parse_map(new) == {"a.test": "maintenance", "c.test": "10.0.0.2:80"}
     assert previous == {"a.test": "local-ignored", "c.test": None, "b.test": "10.0.0.1:80"}
-    restored, _ = webfront.apply_changes(new, previous)
+    restored, _previous = webfront.apply_changes(new, previous)
     assert webfront.parse_map(restored) == webfront.parse_map(text)
 
 
