@@ -19,12 +19,19 @@ if str(REPO / "collections") not in sys.path:
 
 from hostinglab import config as lab_config  # noqa: E402
 
-LIFECYCLE_MODULE = "test_lab_lifecycle.py"
+# Files whose tests need the seeded lab as `lab up` made it run first; those that move accounts between servers
+# next to last; those that break or remove the lab last. Within a file, tests keep their order.
+RUN_FIRST = ("test_lab.py",)
+RUN_LATE = ("test_account_move.py",)
+RUN_LAST = ("test_lab_lifecycle.py",)
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that tear the lab down or break it on purpose run last, in file order."""
-    items.sort(key=lambda item: item.path.name == LIFECYCLE_MODULE)
+    def rank(item):
+        name = item.path.name
+        return 0 if name in RUN_FIRST else 3 if name in RUN_LAST else 2 if name in RUN_LATE else 1
+
+    items.sort(key=rank)
 
 
 def run(argv, *, check=True, env=None, timeout=600, input=None):

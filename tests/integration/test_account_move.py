@@ -119,7 +119,11 @@ def state_snapshot(lab, mariadb, postgresql):
 
 @pytest.fixture(scope="module")
 def transit(lab):
-    """What step 3 (transit_server role, issue #5) provides: the client's language runtimes on transit."""
+    """Every seeded account at home on the client (a fresh lab if an earlier run moved one), and what step 3
+    (transit_server role, issue #5) provides: the client's language runtimes on transit."""
+    moved = in_host("client", f"grep -l '\"location\": \"transit\"' {JOURNAL}/accounts/*/state.json", check=False)
+    if moved.stdout.strip():
+        run([LAB, "reset"])
     in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
     return lab
 
