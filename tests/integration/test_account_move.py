@@ -26,6 +26,18 @@ def playbook(name, *args, check=True, env=None):
     return run(["ansible-playbook", f"playbooks/{name}", *args], check=check, env=env)
 
 
+def start_playbook(name, *args):
+    """A playbook running in the background, its output collected (for kills and races)."""
+    return subprocess.Popen(
+        ["ansible-playbook", f"playbooks/{name}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )
+
+
 def in_host(host, script, check=True):
     return run([LAB, "exec", host, "--", "bash", "-c", script], check=check)
 
@@ -121,7 +133,7 @@ def state_snapshot(lab, mariadb, postgresql):
 def transit(lab):
     """Every seeded account at home on the client (a fresh lab if an earlier run moved one), and what step 3
     (transit_server role, issue #5) provides: the client's language runtimes on transit."""
-    moved = in_host("client", f"grep -l '\"location\": \"transit\"' {JOURNAL}/accounts/*/state.json", check=False)
+    moved = in_host("client", f'grep -l \'"location": "transit"\' {JOURNAL}/accounts/*/state.json', check=False)
     if moved.stdout.strip():
         run([LAB, "reset"])
     in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
@@ -178,17 +190,7 @@ def test_a_finished_move_reports_no_change(transit):
 
 
 def test_two_moves_of_one_account_at_once_the_second_fails_fast(transit, mariadb, postgresql):
-    procs = [
-        subprocess.Popen(
-            ["ansible-playbook", "playbooks/step4_migrate.yml", "-e", "account=bob"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-        )
-        for _attempt in range(2)
-    ]
+    procs = [start_playbook("step4_migrate.yml", "-e", "account=bob") for _attempt in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes[0] == 0 and codes[1] != 0, outputs
@@ -263,14 +265,7 @@ def test_a_row_changed_on_the_destination_fails_before_the_switch(transit):
 
 
 def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_completes(transit, mariadb, postgresql):
-    proc = subprocess.Popen(
-        ["ansible-playbook", "playbooks/step4_migrate.yml", "-e", "account=dave"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-    )
+    proc = start_playbook("step4_migrate.yml", "-e", "account=dave")
     progress = f"{JOURNAL}/accounts/dave/progress.json"
     holder = f"{JOURNAL}/accounts/dave/holder.json"
     deadline = time.monotonic() + 120
@@ -302,14 +297,7 @@ def test_hostile_account_names_are_refused_before_anything_runs(transit):
 
 def test_the_admin_password_never_appears_in_output_or_process_lists(transit, lab):
     password = lab.vars["hosting_db_admin_password"]
-    proc = subprocess.Popen(
-        ["ansible-playbook", "playbooks/rollback.yml", "-e", "account=bob", "-vvv"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-    )
+    proc = start_playbook("rollback.yml", "-e", "account=bob", "-vvv")
     seen_in_ps = []
     while proc.poll() is None:
         for entry in os.listdir("/proc"):
