@@ -201,8 +201,9 @@ class DumpCopy:
     method = "dump"
     # MariaDB grants on tables need the tables; PostgreSQL owners must exist before their objects.
     USERS_AFTER_DATABASES = False
-    # Measured by bench/account_move_db.py in the lab (2 cores); only feeds plan()'s estimate.
-    SECONDS_PER_GB = 20.0
+    # Seconds per GB for plan()'s estimate: each method sets what bench/account_move_db.py measured; this default is
+    # the provider's documented rate.
+    SECONDS_PER_GB = 60.0
 
     def __init__(
         self,
