@@ -31,9 +31,10 @@ demo: lab-up
 lint: $(STAMP)
 	bash tests/static_checks.sh
 
-# Static checks, then the suite against the lab; the lab comes down whatever the outcome.
+# Static checks, then the suite against a freshly seeded lab; the lab comes down whatever the outcome.
 test: $(STAMP)
 	bash tests/static_checks.sh
+	lab/lab reset
 	status=0; pytest -m "not long" $(PYTEST_ARGS) || status=$$?; lab/lab down || status=1; exit $$status
 
 test-long: $(STAMP)

@@ -365,6 +365,7 @@ class AccountMove:
         self.phases: dict[str, float] = {}
         self.result: dict = {"changed": False, "downtime_s": 0.0, "phases": self.phases, "bytes": {}}
         self.guardian: int | None = None
+        self.interrupted = False
         self.journal_run = None
         self.record: dict = {}
 
@@ -486,6 +487,8 @@ class AccountMove:
     def move(self, entry: dict, entry_text: str, domains: list[str]) -> None:
         state = self.module.params["state"]
         before = self.front_backends(domains)
+        # "running" here means an earlier attempt died mid-move: its freeze record is still to be honoured.
+        self.interrupted = self.record.get("status") == "running"
         self.record.update(
             account=self.account,
             operation=state,
@@ -535,7 +538,16 @@ class AccountMove:
         with self.phase("unfreeze"):
             self.databases.unfreeze_destination(self.record.get("db_freeze", {}))
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
-        self.record.update(location=self.destination_name, status="done", downtime_s=self.result["downtime_s"])
+        # The source stays frozen on purpose (its copy must not diverge); the freeze record was for a thaw of a
+        # failed move and is spent: a later move must not take it for its own.
+        self.record.update(
+            location=self.destination_name,
+            status="done",
+            downtime_s=self.result["downtime_s"],
+            db_freeze={},
+            cron_held=False,
+            web_freeze={},
+        )
         self.save()
         self.mirror_journal()
         self.result["location"] = self.destination_name
@@ -589,7 +601,9 @@ class AccountMove:
         for domain, value in previous.items():
             self.record["web_freeze"].setdefault(domain, value)
         self.save()
-        self.record["db_freeze"] = self.databases.freeze_source(entry, self.record.get("db_freeze"))
+        # Only an interrupted attempt of this very move leaves a freeze record to keep (see thaw and the end of move).
+        previous = self.record.get("db_freeze") if self.interrupted else None
+        self.record["db_freeze"] = self.databases.freeze_source(entry, previous)
         self.save()
         freeze.end_sessions(self.remote, entry["uid"])
         if freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account):

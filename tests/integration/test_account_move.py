@@ -133,8 +133,7 @@ def state_snapshot(lab, mariadb, postgresql):
 def transit(lab):
     """Every seeded account at home on the client (a fresh lab if an earlier run moved one), and what step 3
     (transit_server role, issue #5) provides: the client's language runtimes on transit."""
-    moved = in_host("client", f'grep -l \'"location": "transit"\' {JOURNAL}/accounts/*/state.json', check=False)
-    if moved.stdout.strip():
+    if any((journal_state("client", name) or {}).get("location") not in (None, "client") for name in SEED["accounts"]):
         run([LAB, "reset"])
     in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
     return lab
