@@ -611,8 +611,10 @@ class AccountMove:
         self.save()
 
     def guardian_thaw(self, entry: dict, domains: list[str]) -> None:
-        """In the guardian (a fork of the killed move): fresh connections, then thaw unless already switched."""
+        """In the guardian (a fork of the killed move): fresh connections, the freeze record as the move last
+        saved it (this process's memory is a copy from before the freeze), then thaw unless already switched."""
         self.databases.reconnect()
+        self.record.update(self.journal.read_state(self.account))
         if self.front_backends(domains) != self.switched_backends(domains):
             self.thaw(entry, domains)
 

@@ -264,15 +264,20 @@ def test_a_row_changed_on_the_destination_fails_before_the_switch(transit):
 
 
 def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_completes(transit, mariadb, postgresql):
-    proc = start_playbook("step4_migrate.yml", "-e", "account=dave")
     progress = f"{JOURNAL}/accounts/dave/progress.json"
-    holder = f"{JOURNAL}/accounts/dave/holder.json"
+    # A progress file left by an earlier run names a dead pid: only this run's pid counts.
+    earlier = json.loads(in_host("transit", f"cat {progress} 2>/dev/null || echo null").stdout) or {}
+    proc = start_playbook("step4_migrate.yml", "-e", "account=dave")
     deadline = time.monotonic() + 120
     pid = None
     while time.monotonic() < deadline:
-        out = in_host("transit", f"cat {progress} {holder} 2>/dev/null | tr '\\n' ' '", check=False).stdout
-        if '"phase": "databases"' in out or '"phase":"databases"' in out:
-            pid = json.loads(in_host("transit", f"cat {holder}").stdout)["pid"]
+        out = in_host("transit", f"cat {progress} 2>/dev/null || echo null", check=False).stdout
+        try:
+            state = json.loads(out) or {}
+        except ValueError:
+            state = {}  # read while being replaced
+        if state.get("pid") != earlier.get("pid") and state.get("phase") == "databases":
+            pid = state["pid"]
             in_host("transit", f"kill -KILL {pid}")
             break
         time.sleep(0.05)
