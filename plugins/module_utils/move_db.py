@@ -12,8 +12,6 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, mariadb, postgres
 
 ENGINES = {"mariadb": mariadb, "postgresql": postgres}
-# The provider's own rule for downtime per GB of databases (a move must be far under it); for estimates only.
-ESTIMATE_S_PER_GB = 12.0
 
 
 class EngineError(RuntimeError):
@@ -78,12 +76,14 @@ class DatabaseSide:
         )
 
     def plan(self, entry: dict) -> dict:
-        plan: dict = {"engines": {}, "bytes": 0}
+        """Each engine's own plan; the estimate is theirs (measured seconds per GB of their copy method)."""
+        plan: dict = {"engines": {}, "bytes": 0, "estimated_seconds": 0.0}
         for engine in self.engines:
             engine_plan = self.copier(engine).plan()
             plan["engines"][engine] = engine_plan
             plan["bytes"] += int(engine_plan.get("bytes", 0))
-        plan["estimated_seconds"] = round(plan["bytes"] / 2**30 * ESTIMATE_S_PER_GB, 1)
+            plan["estimated_seconds"] += float(engine_plan.get("estimated_seconds", 0.0))
+        plan["estimated_seconds"] = round(plan["estimated_seconds"], 1)
         return plan
 
     def size(self, entry: dict) -> int:

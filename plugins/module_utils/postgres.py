@@ -353,7 +353,7 @@ class PostgresDumpCopy(DumpCopy):
     downtime added about 15% at 0.2 GB)."""
 
     engine = "postgresql"
-    SECONDS_PER_GB = 10.5  # bench/account_move_db.py in the lab: 10.3 at 0.25 GB, 9.5 at 1 GB (2 cores)
+    SECONDS_PER_GB = 10.5  # bench/account_move_db.py in the lab: 10.3 at 0.25 GB, 10.4 at 1 GB (2 cores)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
