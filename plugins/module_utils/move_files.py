@@ -88,9 +88,10 @@ class FileSide:
 
     def differences(self) -> list[str]:
         found = []
-        for tree in self._source_trees():
+        trees = self._source_trees()  # one look at the source: this runs inside the freeze window
+        for tree in trees:
             found += [f"{tree}/{c.path}: {', '.join(c.reasons())}" for c in rsync.differences(self.target, tree, tree)]
-        if self.mail in self._source_trees():
+        if self.mail in trees:
             mailboxes = rsync.compare_maildirs(
                 rsync.maildir_messages(self.mail, self.target), rsync.maildir_messages(self.mail)
             )
