@@ -9,6 +9,8 @@ Layout under the root (default /var/lib/hosting-migration), directories 0700, fi
     accounts/<account>/progress.json  phase, bytes and tables done, rewritten often for pollers (atomic, no fsync)
     accounts/<account>/lock           flock(2)ed by the running operation; never removed, so the lock keeps its inode
     accounts/<account>/holder.json    who holds the lock: pid, hostname, operation, start time
+    server/<record>.json              server-level state a module must restore exactly (e.g. ip_reroute's previous
+                                      routes, dns_redirect's zone snapshots): Journal.read_record/write_record
 
 Use:
 
@@ -29,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -40,6 +43,8 @@ from ansible_collections.hosting.migration.plugins.module_utils.account import v
 
 DEFAULT_ROOT = "/var/lib/hosting-migration"
 STATE_VERSION = 1
+# Names of server-level records: one file per module concern, e.g. "ip_reroute" or "dns_redirect.alice-shop.test".
+_RECORD_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}(?:\.[a-z0-9][a-z0-9_-]{0,62}){0,8}")
 # report() rewrites progress.json at most this often (seconds) unless the phase changes or force=True.
 PROGRESS_INTERVAL = 1.0
 
@@ -161,6 +166,30 @@ class Journal:
 
     def read_progress(self, account: str) -> dict[str, Any] | None:
         return _read_json(self.progress_path(account))
+
+    def record_path(self, name: str) -> str:
+        if not isinstance(name, str) or not _RECORD_NAME_RE.fullmatch(name):
+            raise ValueError(f"invalid journal record name {name!r}")
+        return os.path.join(self.root, "server", name + ".json")
+
+    def read_record(self, name: str) -> Any:
+        """The server-level record `name`, or None if the journal has none."""
+        return _read_json(self.record_path(name))
+
+    def write_record(self, name: str, data: Any) -> None:
+        """Replace the server-level record `name` atomically and durably (the directory is created 0700)."""
+        path = self.record_path(name)
+        _ensure_dir(os.path.dirname(path))
+        write_json_atomic(path, data)
+
+    def delete_record(self, name: str) -> bool:
+        """Remove the record; False if there was none."""
+        try:
+            os.unlink(self.record_path(name))
+        except FileNotFoundError:
+            return False
+        _fsync_dir(os.path.dirname(self.record_path(name)))
+        return True
 
     def lock(self, account: str, operation: str) -> AccountRun:
         """A context manager holding the account's lock for `operation` (a short label kept in history)."""

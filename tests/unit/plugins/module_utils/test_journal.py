@@ -302,3 +302,24 @@ def test_tools_started_under_the_lock_do_not_keep_it(journal):
     finally:
         child.kill()
         child.wait()
+
+
+def test_server_records_round_trip_and_are_private(tmp_path):
+    journal = Journal(str(tmp_path))
+    assert journal.read_record("ip_reroute") is None
+    journal.write_record("ip_reroute", {"routes": ["198.51.100.10/32 via 10.77.0.10"]})
+    assert journal.read_record("ip_reroute") == {"routes": ["198.51.100.10/32 via 10.77.0.10"]}
+    path = tmp_path / "server" / "ip_reroute.json"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    journal.write_record("dns_redirect.alice-shop.test", {"zone": "alice-shop.test"})
+    assert journal.read_record("dns_redirect.alice-shop.test") == {"zone": "alice-shop.test"}
+    assert journal.delete_record("ip_reroute") is True
+    assert journal.delete_record("ip_reroute") is False
+    assert journal.read_record("ip_reroute") is None
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", "A", "x..y", ".x", "x\x00", "-x", "a" * 65])
+def test_server_record_names_are_validated(tmp_path, name):
+    with pytest.raises(ValueError):
+        Journal(str(tmp_path)).record_path(name)
