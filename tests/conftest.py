@@ -134,3 +134,33 @@ def ssh(lab):
         )  # fmt: skip
 
     return call
+
+
+def run_module(host, module, args, *, check_mode=False, diff=False, extra=(), env=None):
+    """Run one module ad hoc on a lab host as a user would (`ansible HOST -m MODULE -a JSON`); returns
+    (result dict, completed process). The result is exactly what the module returned, plus `_status`
+    (ok, failed, unreachable or skipped)."""
+    import json
+
+    argv = ["ansible", host, "-m", module, "-a", json.dumps(args), *extra]
+    if check_mode:
+        argv.append("--check")
+    if diff:
+        argv.append("--diff")
+    callback_env = {
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests" / "callbacks"),
+        "ANSIBLE_STDOUT_CALLBACK": "result_json",
+    }
+    proc = run(argv, check=False, env={**callback_env, **(env or {})})
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])[host]
+    except (ValueError, IndexError, KeyError) as exc:
+        raise AssertionError(f"{argv}: no result (rc {proc.returncode})\n{proc.stdout}\n{proc.stderr}") from exc
+    return result, proc
+
+
+@pytest.fixture(scope="session")
+def module(lab):
+    """module(host, name, args, check_mode=False, diff=False) -> (result dict, process) of one ad hoc module run."""
+    return run_module
