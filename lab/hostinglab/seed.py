@@ -193,6 +193,7 @@ def seed_postgresql(host: Host, account: dict, big_db_mb: int) -> None:
 
 # ---- DNS -----------------------------------------------------------------------------------------------------
 
+PARENT_ZONE = "test"
 SOA = "$TTL 300\n@ IN SOA {ns}. hostmaster.{origin}. ( 2024090101 3600 600 86400 300 )\n@ IN NS {ns}.\n"
 
 
@@ -227,4 +228,16 @@ def zones(lab: Lab, seeded: list[dict]) -> dict[str, dict[str, str]]:
             lines += [f"@ IN MX {10 * (i + 1)} {host}." for i, host in enumerate(mx)]
             target = "dns" if domain["provider_dns"] else "thirdparty-dns"
             result[target][name] = SOA.format(ns=ns, origin=name) + "\n".join(lines) + "\n"
+    result["dns"][PARENT_ZONE] = parent_zone(lab, result)
     return result
+
+
+def parent_zone(lab: Lab, zones: dict[str, dict[str, str]]) -> str:
+    """The `test.` registry: a delegation (NS + glue) for every zone of the lab, so that who is authoritative for a
+    domain is found as on the Internet, by following referrals (mx_cleanup's authority check)."""
+    servers = {"dns": f"ns1.{lab.seed['provider_zone']}", "thirdparty-dns": "ns.thirdparty.test"}
+    lines = [f"{name}. IN A {lab.hosts[host].ipv4}" for host, name in servers.items()]
+    lines += [f"{name}. IN AAAA {lab.hosts[host].ipv6}" for host, name in servers.items()]
+    for host, host_zones in zones.items():
+        lines += [f"{zone}. IN NS {servers[host]}." for zone in sorted(host_zones)]
+    return SOA.format(ns=servers["dns"], origin=PARENT_ZONE) + "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -167,8 +168,15 @@ def test_dns_serves_the_seeded_records(lab):
     third = resolver_for(lab.hosts["thirdparty-dns"].ipv6)
     mx = sorted((r.preference, r.exchange.to_text()) for r in third.resolve("bobs-garden.test", "MX"))
     assert mx == [(5, "srv1.provider.test."), (10, "mx1.provider.test."), (20, "mx2.provider.test.")]
-    # bob's domain is not on the provider's DNS.
-    with pytest.raises(dns.resolver.NoNameservers):
+    # bob's domain is not on the provider's DNS: the `test.` registry on `dns` only refers to its own servers.
+    query = dns.message.make_query("bobs-garden.test", "MX")
+    query.flags &= ~dns.flags.RD
+    referral = dns.query.udp(query, lab.hosts["dns"].ipv4, timeout=5)
+    assert not referral.answer and not referral.flags & dns.flags.AA
+    assert [(r.name.to_text(), r[0].to_text()) for r in referral.authority] == [
+        ("bobs-garden.test.", "ns.thirdparty.test.")
+    ]
+    with pytest.raises(dns.resolver.NoAnswer):
         provider.resolve("bobs-garden.test", "MX")
 
 
