@@ -1,6 +1,7 @@
 # Copyright: hosting.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Account names and the paths that belong to an account: the checks every module runs before any action."""
+"""Account names, their domains and the paths that belong to an account: the checks every module runs before any
+action."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 
 ACCOUNT_NAME_PATTERN = r"^[a-z][a-z0-9]{1,31}$"
 _ACCOUNT_NAME_RE = re.compile(ACCOUNT_NAME_PATTERN)
+# Lowercase LDH labels only: a domain lands in nginx configuration, DNS updates and file names.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 
 
 def account_argument_spec() -> dict[str, Any]:
@@ -31,6 +35,12 @@ def validate_account_name(name: object) -> str:
             f"invalid account name {shown!r}: it must match {ACCOUNT_NAME_PATTERN} "
             "(2 to 32 characters, lowercase letters and digits, starting with a letter)"
         )
+    return name
+
+
+def validate_domain(name: object) -> str:
+    if not isinstance(name, str) or len(name) > 253 or _DOMAIN_RE.fullmatch(name) is None:
+        raise ValueError(f"invalid domain {name!r}: lowercase letters, digits and hyphens in dot-separated labels")
     return name
 
 

@@ -19,16 +19,7 @@ MAINTENANCE = "maintenance"
 DOCROOTS_MAP = "docroots.map"
 BACKENDS_MAP = "backends.map"
 
-# Lowercase LDH labels only: a domain lands in nginx configuration, DNS updates and file names.
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 _MAP_LINE_RE = re.compile(r"^\s*(\S+)\s+(\S+?);\s*$")
-
-
-def validate_domain(name: object) -> str:
-    if not isinstance(name, str) or len(name) > 253 or _DOMAIN_RE.fullmatch(name) is None:
-        raise ValueError(f"invalid domain {name!r}: lowercase letters, digits and hyphens in dot-separated labels")
-    return name
 
 
 def validate_backend(value: object) -> str:

@@ -259,7 +259,7 @@ from contextlib import ExitStack, contextmanager
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.hosting.migration.plugins.module_utils import freeze, webfront
-from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name
+from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name, validate_domain
 from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost, RemoteHost, run_checked
 from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
 from ansible_collections.hosting.migration.plugins.module_utils.move_db import DatabaseSide, EngineError
@@ -398,9 +398,9 @@ class AccountMove:
         if entry.get("name") != self.account:
             raise MoveFailed(f"registry file {self.registry_path()} on the source names {entry.get('name')!r}")
         for domain in entry.get("domains", []):
-            webfront.validate_domain(domain["name"])
+            validate_domain(domain["name"])
         for site in entry.get("sites", []):
-            webfront.validate_domain(site["domain"])
+            validate_domain(site["domain"])
             webfront.validate_docroot(site["document_root"])
         for key in ("uid", "gid"):
             if not isinstance(entry.get(key), int) or entry[key] < 1000:

@@ -7,6 +7,7 @@ from ansible_collections.hosting.migration.plugins.module_utils.account import (
     account_argument_spec,
     is_subpath,
     validate_account_name,
+    validate_domain,
 )
 
 VALID_NAMES = [
@@ -178,3 +179,18 @@ def test_argument_spec_matches_doc_fragment():
 
 def test_doc_fragment_states_the_pattern():
     assert ACCOUNT_NAME_PATTERN in ModuleDocFragment.DOCUMENTATION
+
+
+@pytest.mark.parametrize("name", ["alice-shop.test", "www.alice-shop.test", "xn--bcher-kva.example", "a.b.c.d.e"])
+def test_valid_domains(name):
+    assert validate_domain(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "test", "-a.test", "a-.test", "A.test", "a..test", "a.test;", "a.test default", "a/b.test", "a.test\n",
+     "a" * 64 + ".test", "a'.test", "$host.test", None, 42],
+)  # fmt: skip
+def test_hostile_domains_are_refused(name):
+    with pytest.raises(ValueError, match="invalid domain"):
+        validate_domain(name)

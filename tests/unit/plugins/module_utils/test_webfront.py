@@ -7,21 +7,6 @@ import pytest
 from ansible_collections.hosting.migration.plugins.module_utils import webfront
 
 
-@pytest.mark.parametrize("name", ["alice-shop.test", "www.alice-shop.test", "xn--bcher-kva.example", "a.b.c.d.e"])
-def test_valid_domains(name):
-    assert webfront.validate_domain(name) == name
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["", "test", "-a.test", "a-.test", "A.test", "a..test", "a.test;", "a.test default", "a/b.test", "a.test\n",
-     "a" * 64 + ".test", "a'.test", "$host.test", None, 42],
-)  # fmt: skip
-def test_hostile_domains_are_refused(name):
-    with pytest.raises(ValueError, match="invalid domain"):
-        webfront.validate_domain(name)
-
-
 @pytest.mark.parametrize("value", ["maintenance", "10.77.0.11:80", "[2001:db8::1]:8080"])
 def test_valid_backends(value):
     assert webfront.validate_backend(value) == value
