@@ -26,6 +26,7 @@ try:
     import dns.name
     import dns.query
     import dns.rcode
+    import dns.rdataset
     import dns.rdatatype
     import dns.tsig
     import dns.tsigkeyring
@@ -38,6 +39,11 @@ else:
 
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_domain
 
+# The IANA root servers (IPv4): where resolution starts unless start servers are given (a lab gives its registry).
+ROOT_SERVERS = (
+    "198.41.0.4", "170.247.170.2", "192.33.4.12", "199.7.91.13", "192.203.230.10", "192.5.5.241", "192.112.36.4",
+    "198.97.190.53", "192.36.148.17", "192.58.128.30", "193.0.14.129", "199.7.83.42", "202.12.27.33",
+)  # fmt: skip
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 # A resolution that needs more referrals than this is a loop or a misconfiguration, not the Internet.
 MAX_REFERRALS = 12
@@ -309,3 +315,23 @@ def transfer(server: str, zone: str, key: TsigKey | None, timeout: float = 10.0,
         raise DnsError(f"{server} refused the TSIG key for a transfer of {zone} ({exc})") from exc
     except (dns.exception.DNSException, OSError) as exc:
         raise DnsError(f"transfer of {zone} from {server} failed: {exc or type(exc).__name__}") from exc
+
+
+def dns_argument_spec() -> dict:
+    """Options shared by the DNS modules; documented by the `hosting.migration.dns` doc fragment."""
+    return {
+        "query_timeout": {"type": "float", "default": 3.0},
+        "wait_timeout": {"type": "int", "default": 60},
+    }
+
+
+def tsig_key_options() -> dict:
+    return {
+        "name": {"type": "str", "required": True},
+        "secret": {"type": "str", "required": True, "no_log": True},
+        "algorithm": {"type": "str", "default": "hmac-sha256", "choices": list(TSIG_ALGORITHMS)},
+    }
+
+
+def make_rdataset(rdtype: str, values: Iterable[str], ttl: int = 0) -> dns.rdataset.Rdataset:
+    return dns.rdataset.from_text_list("IN", rdtype, ttl, list(values))
