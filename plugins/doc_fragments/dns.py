@@ -8,6 +8,12 @@ class ModuleDocFragment:
     # Options of the modules that work on DNS; the argument spec is dns_argument_spec() in module_utils/dns_zone.py.
     DOCUMENTATION = r"""
 options:
+  start_servers:
+    description:
+      - Addresses where resolution starts when the module looks up a zone's authoritative servers (a resolver's
+        root hints). Defaults to the IANA root servers; a lab or a closed network gives its own registry's servers.
+    type: list
+    elements: str
   query_timeout:
     description: Seconds to wait for one DNS answer before trying the next server.
     type: float

@@ -320,6 +320,7 @@ def transfer(server: str, zone: str, key: TsigKey | None, timeout: float = 10.0,
 def dns_argument_spec() -> dict:
     """Options shared by the DNS modules; documented by the `hosting.migration.dns` doc fragment."""
     return {
+        "start_servers": {"type": "list", "elements": "str"},
         "query_timeout": {"type": "float", "default": 3.0},
         "wait_timeout": {"type": "int", "default": 60},
     }
@@ -335,3 +336,18 @@ def tsig_key_options() -> dict:
 
 def make_rdataset(rdtype: str, values: Iterable[str], ttl: int = 0) -> dns.rdataset.Rdataset:
     return dns.rdataset.from_text_list("IN", rdtype, ttl, list(values))
+
+
+def rrsets_of(zone: dns.zone.Zone) -> dict[tuple[str, str], dict]:
+    """(absolute owner, type) -> {ttl, values (sorted presentation strings)} of every record set of a zone."""
+    found = {}
+    for name, node in zone.nodes.items():
+        owner = name.derelativize(zone.origin).to_text()
+        for rdataset in node.rdatasets:
+            kind = dns.rdatatype.to_text(rdataset.rdtype)
+            found[(owner, kind)] = {"ttl": rdataset.ttl, "values": sorted(rd.to_text() for rd in rdataset)}
+    return found
+
+
+def soa_serial(zone: dns.zone.Zone) -> int:
+    return zone.find_rdataset(zone.origin, "SOA")[0].serial

@@ -64,12 +64,6 @@ options:
     type: list
     elements: str
     required: true
-  start_servers:
-    description:
-      - Addresses where resolution starts (a resolver's root hints). Defaults to the IANA root servers; a lab or a
-        closed network gives its own registry's servers.
-    type: list
-    elements: str
   keys:
     description: TSIG keys that may update zones of other DNS providers, one per zone.
     type: list
@@ -220,7 +214,6 @@ def argument_spec() -> dict:
         "server_preference": {"type": "int", "default": 5},
         "mail_servers": {"type": "list", "elements": "str", "default": []},
         "provider_nameservers": {"type": "list", "elements": "str", "required": True},
-        "start_servers": {"type": "list", "elements": "str"},
         "keys": {"type": "list", "elements": "dict", "default": [], "no_log": False,
                  "options": {"zone": {"type": "str", "required": True}, **dns_zone.tsig_key_options()}},
         **dns_zone.dns_argument_spec(),
