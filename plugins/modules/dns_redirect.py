@@ -98,7 +98,8 @@ attributes:
     support: full
   platform:
     description: Target OS/families that can be operated against.
-    support: N/A
+    support: full
+    platforms: posix
     details: Talks DNS to O(server); the journal is on the host the module runs on (the transit server in step 6).
 seealso:
   - module: hosting.migration.mx_cleanup

@@ -102,7 +102,8 @@ attributes:
     support: full
   platform:
     description: Target OS/families that can be operated against.
-    support: N/A
+    support: full
+    platforms: posix
     details: Talks DNS over the network from wherever it runs.
 seealso:
   - module: hosting.migration.dns_redirect

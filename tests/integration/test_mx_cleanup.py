@@ -57,7 +57,7 @@ def bob_mx(lab):
 
 
 def test_without_a_key_nothing_changes_and_the_manual_action_is_returned(module, settings, bob_mx):
-    result, _ = module("client", MODULE, {**settings, "account": "bob"})
+    result = module("client", MODULE, {**settings, "account": "bob"})[0]
     assert result["_status"] == "ok" and result["changed"] is False
     (bob,) = result["domains"]
     assert bob["action"] == "manual" and bob["provider_dns"] is False
@@ -68,7 +68,7 @@ def test_without_a_key_nothing_changes_and_the_manual_action_is_returned(module,
 
 
 def test_check_mode_plans_the_removal_and_changes_nothing(module, settings, key, bob_mx):
-    result, _ = module("client", MODULE, {**settings, "account": "bob", "keys": [key]}, check_mode=True, diff=True)
+    result = module("client", MODULE, {**settings, "account": "bob", "keys": [key]}, check_mode=True, diff=True)[0]
     assert result["changed"] is True and result["domains"][0]["action"] == "remove"
     assert result["diff"]["before"]["bobs-garden.test"] == bob_mx
     assert result["diff"]["after"]["bobs-garden.test"] == [r for r in bob_mx if r != SERVER_MX]
@@ -86,14 +86,14 @@ def test_removes_only_mx_5_then_reports_no_change(module, settings, key, bob_mx,
     assert dig_mx("bobs-garden.test") == ["10 mx1.provider.test.", "20 mx2.provider.test."]
     assert int(run(["dig", "+short", f"@{THIRD_PARTY}", "bobs-garden.test", "SOA"]).stdout.split()[2]) > int(serial)
     assert lab.vars["hosting_tsig_secret"] not in proc.stdout + proc.stderr
-    again, _ = module("client", MODULE, {**settings, "account": "bob", "keys": [key]})
+    again = module("client", MODULE, {**settings, "account": "bob", "keys": [key]})[0]
     assert again["changed"] is False and again["domains"][0]["action"] == "none"
 
 
 def test_a_domain_left_with_no_mx_is_refused(module, settings, key, lab, bob_mx):
     third_party_update(lab, lambda u: u.replace("solo.bobs-garden.test.", 300, "MX", SERVER_MX))
     try:
-        result, _ = module("client", MODULE, {**settings, "domains": ["solo.bobs-garden.test"], "keys": [key]})
+        result = module("client", MODULE, {**settings, "domains": ["solo.bobs-garden.test"], "keys": [key]})[0]
         assert result["_status"] == "failed"
         assert "would leave solo.bobs-garden.test with no MX record" in result["msg"]
         assert dig_mx("solo.bobs-garden.test") == [SERVER_MX]
@@ -102,7 +102,7 @@ def test_a_domain_left_with_no_mx_is_refused(module, settings, key, lab, bob_mx)
 
 
 def test_a_domain_on_the_provider_dns_is_left_to_the_provider(module, settings, key):
-    result, _ = module("client", MODULE, {**settings, "domains": ["alice-shop.test"], "keys": [key]})
+    result = module("client", MODULE, {**settings, "domains": ["alice-shop.test"], "keys": [key]})[0]
     assert result["changed"] is False
     assert result["domains"][0]["action"] == "provider_dns" and result["domains"][0]["provider_dns"] is True
     assert dig_mx("alice-shop.test", server="10.77.0.53") == ["10 mx1.provider.test.", "20 mx2.provider.test."]
@@ -117,7 +117,7 @@ def test_a_domain_on_the_provider_dns_is_left_to_the_provider(module, settings, 
      {"domains": ["bobs-garden.test"], "start_servers": ["ns.example; id"]}],
 )  # fmt: skip
 def test_hostile_input_is_refused_before_any_change(module, settings, key, bob_mx, args):
-    result, _ = module("client", MODULE, {**settings, "keys": [key], **args})
+    result = module("client", MODULE, {**settings, "keys": [key], **args})[0]
     assert result["_status"] == "failed"
     assert result["msg"].startswith(("invalid", "account")) or "invalid" in result["msg"]
     assert dig_mx("bobs-garden.test") == bob_mx
