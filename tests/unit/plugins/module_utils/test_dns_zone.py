@@ -163,6 +163,6 @@ def test_rrsets_of_a_zone_and_its_serial():
     assert found[("z.test.", "A")] == {"ttl": 60, "values": ["198.51.100.10", "198.51.100.9"]}
     assert dns_zone.soa_serial(zone) == 42
     assert sorted(dns_zone.make_rdataset("MX", ["5 a.test.", "10 b.test."]).to_text().split("\n")) == [
-        "@ 0 IN MX 10 b.test.",
-        "@ 0 IN MX 5 a.test.",
+        "0 IN MX 10 b.test.",
+        "0 IN MX 5 a.test.",
     ]
