@@ -241,9 +241,7 @@ class Settings:
             raise ValueError(f"server_preference {self.preference} is not an MX preference (0-65535)")
         self.mail_servers = [host_name(m) for m in params["mail_servers"]]
         if self.server in self.mail_servers:
-            raise ValueError(
-                f"server_host {self.server} is also listed in mail_servers, whose records are never touched"
-            )
+            raise ValueError(f"server_host {self.server} is also in mail_servers, whose records are never touched")
         self.provider_ns = {host_name(n) for n in params["provider_nameservers"]}
         self.start = [dns_zone.validate_server(s) for s in params["start_servers"] or dns_zone.ROOT_SERVERS]
         self.keys = {}
