@@ -56,7 +56,7 @@ class JournalError(Exception):
 class LockedError(JournalError):
     """Another live run holds the account's lock; `holder` says who (empty if it has not said yet)."""
 
-    def __init__(self, account: str, holder: dict[str, Any]) -> None:
+    def __init__(self, account: str, holder: dict[str, Any], kind: str = "account") -> None:
         self.account = account
         self.holder = holder
         if holder:
@@ -66,7 +66,7 @@ class LockedError(JournalError):
             )
         else:
             who = "a run that has not written its holder information yet"
-        super().__init__(f"account {account} is locked by {who}")
+        super().__init__(f"{kind} {account} is locked by {who}")
 
 
 def utc_now() -> str:
@@ -191,9 +191,59 @@ class Journal:
         _fsync_dir(os.path.dirname(self.record_path(name)))
         return True
 
+    def server_lock(self, name: str, operation: str) -> ServerLock:
+        """A context manager holding the server-level lock `name` (a record name) for `operation`."""
+        return ServerLock(self, name, operation)
+
     def lock(self, account: str, operation: str) -> AccountRun:
         """A context manager holding the account's lock for `operation` (a short label kept in history)."""
         return AccountRun(self, validate_account_name(account), operation)
+
+
+def _take_flock(path: str) -> int | None:
+    """A descriptor holding an exclusive flock(2) on `path` (created 0600), or None if another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        raise
+    return fd
+
+
+class ServerLock:
+    """One server-level operation at a time (e.g. one ip_reroute): like an account's lock, flock(2) on
+    server/<name>.lock, released by the kernel when the process dies; a second run fails fast naming the holder."""
+
+    def __init__(self, journal: Journal, name: str, operation: str) -> None:
+        base = journal.record_path(name)[: -len(".json")]
+        self.name = name
+        self.operation = operation
+        self.lock_path = base + ".lock"
+        self.holder_path = base + ".holder.json"
+        self._fd: int | None = None
+
+    def __enter__(self) -> ServerLock:
+        _ensure_dir(os.path.dirname(self.lock_path))
+        self._fd = _take_flock(self.lock_path)
+        if self._fd is None:
+            raise LockedError(self.name, _read_json(self.holder_path) or {}, kind="server operation")
+        holder = {"pid": os.getpid(), "hostname": socket.gethostname(), "operation": self.operation,
+                  "started_at": utc_now()}  # fmt: skip
+        write_json_atomic(self.holder_path, holder, durable=False)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            os.unlink(self.holder_path)
+        except FileNotFoundError:
+            pass
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class AccountRun:
@@ -219,14 +269,9 @@ class AccountRun:
 
     def __enter__(self) -> AccountRun:
         _ensure_dir(self.directory)
-        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockedError(self.account, _read_json(self.holder_path) or {}) from None
-            raise
+        fd = _take_flock(os.path.join(self.directory, "lock"))
+        if fd is None:
+            raise LockedError(self.account, _read_json(self.holder_path) or {})
         self._fd = fd
         try:
             self._begin()

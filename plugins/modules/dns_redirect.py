@@ -168,6 +168,7 @@ zones:
 """
 
 import ipaddress
+from contextlib import ExitStack
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -367,12 +368,24 @@ def main() -> None:
         runs = [ZoneRun(module, zone, key, mapping) for zone in zones]
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    try:
-        for zone_run in runs:
-            zone_run.check_server()
-        plans = [zone_run.plan() for zone_run in runs]
-    except (dns_zone.DnsError, JournalError) as exc:
-        module.fail_json(msg=str(exc))
+    with ExitStack() as locks:
+        try:
+            if not module.check_mode:
+                # One run per zone at a time: a second one would snapshot the first one's half-done change.
+                for zone_run in runs:
+                    locks.enter_context(
+                        zone_run.journal.server_lock(zone_run.record_name, f"dns_redirect {params['state']}")
+                    )
+            for zone_run in runs:
+                zone_run.check_server()
+            plans = [zone_run.plan() for zone_run in runs]
+        except (dns_zone.DnsError, JournalError) as exc:
+            module.fail_json(msg=str(exc))
+        run_plans(module, runs, plans)
+
+
+def run_plans(module: AnsibleModule, runs: list[ZoneRun], plans: list[dict]) -> None:
+    params = module.params
     result = {"changed": any(p["changes"] for p in plans), "zones": plans}
     if module._diff:
         result["diff"] = [{"before_header": p["zone"], "after_header": p["zone"], "before": diff_text(p, "before"),

@@ -249,6 +249,15 @@ def checked_options(params: dict) -> list[str]:
 
 
 def run(module: AnsibleModule, addresses: list[str]) -> dict:
+    """Plan and, outside check mode, execute under the server-level lock: two reroutes at once would each read
+    the other's half-done routes as the previous state."""
+    if module.check_mode:
+        return plan_and_execute(module, addresses)
+    with Journal(module.params["journal_dir"]).server_lock(reroute.RECORD_NAME, f"ip_reroute {module.params['state']}"):
+        return plan_and_execute(module, addresses)
+
+
+def plan_and_execute(module: AnsibleModule, addresses: list[str]) -> dict:
     params = module.params
     backend = reroute.make_backend(
         params["backend"], params, addresses, control_path=os.path.join(module.tmpdir, "ssh-router")

@@ -323,3 +323,32 @@ def test_server_records_round_trip_and_are_private(tmp_path):
 def test_server_record_names_are_validated(tmp_path, name):
     with pytest.raises(ValueError):
         Journal(str(tmp_path)).record_path(name)
+
+
+def test_a_server_lock_is_exclusive_names_its_holder_and_dies_with_its_process(tmp_path):
+    journal = Journal(str(tmp_path))
+    with journal.server_lock("ip_reroute", "reroute to transit"):
+        with pytest.raises(LockedError, match=r"server operation ip_reroute is locked by pid \d+ .*reroute to transit"):
+            with journal.server_lock("ip_reroute", "restore"):
+                pass
+        with journal.server_lock("dns_redirect.alice-shop.test", "redirect"):
+            pass
+    with journal.server_lock("ip_reroute", "restore"):
+        pass
+    assert not (tmp_path / "server" / "ip_reroute.holder.json").exists()
+    # A holder killed with SIGKILL leaves its holder file; the kernel releases the flock all the same.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path[:0] = sys.argv[2:]\n"
+         "from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal\n"
+         "lock = Journal(sys.argv[1]).server_lock('ip_reroute', 'killed')\n"
+         "lock.__enter__()\nprint('held', flush=True)\n"
+         "time.sleep(60)", str(tmp_path), *sys.path],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout.readline().strip() == "held"
+    with pytest.raises(LockedError, match="killed"):
+        journal.server_lock("ip_reroute", "second").__enter__()
+    child.kill()
+    child.wait()
+    with journal.server_lock("ip_reroute", "after the kill"):
+        pass
