@@ -86,7 +86,8 @@ def _ensure_dir(path: str) -> None:
     os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in directory `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -94,20 +95,25 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
-    """Replace `path` with `data` as JSON so that a reader sees the old or the new file, never a mix.
+def write_bytes_atomic(
+    path: str, data: bytes, durable: bool = True, mode: int | None = None, owner: tuple[int, int] | None = None
+) -> None:
+    """Replace `path` with `data` so that a reader sees the old or the new file, never a mix.
 
     The temporary file lies in the same directory (a rename is atomic only within one file system) and is created
-    0600 by mkstemp. With `durable`, the data and then the directory entry are fsynced, so after a crash the file
-    holds the old or the new content, not an empty one.
+    0600 by mkstemp unless `mode` (and `owner`, a (uid, gid) pair) say otherwise. With `durable`, the data and then
+    the directory entry are fsynced, so after a crash the file holds the old or the new content, not an empty one.
     """
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                os.fchown(handle.fileno(), *owner)
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -118,7 +124,12 @@ def write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
             pass
         raise
     if durable:
-        _fsync_dir(directory)
+        fsync_dir(directory)
+
+
+def write_json_atomic(path: str, data: Any, durable: bool = True) -> None:
+    """write_bytes_atomic of `data` as indented JSON (0600)."""
+    write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"), durable)
 
 
 def _read_json(path: str) -> Any:
@@ -188,7 +199,7 @@ class Journal:
             os.unlink(self.record_path(name))
         except FileNotFoundError:
             return False
-        _fsync_dir(os.path.dirname(self.record_path(name)))
+        fsync_dir(os.path.dirname(self.record_path(name)))
         return True
 
     def server_lock(self, name: str, operation: str) -> ServerLock:

@@ -32,12 +32,15 @@ import os
 import posixpath
 import re
 import stat
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name, validate_domain
-from ansible_collections.hosting.migration.plugins.module_utils.journal import utc_now, write_json_atomic
+from ansible_collections.hosting.migration.plugins.module_utils.journal import (
+    fsync_dir,
+    utc_now,
+    write_json_atomic,
+)
 
 LANGUAGE_PATTERN = r"[a-z][a-z0-9]{0,31}"
 VERSION_PATTERN = r"[0-9]{1,5}(?:\.[0-9]{1,5}){0,3}"
@@ -297,35 +300,6 @@ def same_filesystem(first: str, second: str) -> bool:
         return os.stat(path).st_dev
 
     return device(first) == device(second)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: str, data: bytes, mode: int, uid: int, gid: int) -> None:
-    """Replace `path` with `data` durably and atomically, with the given mode and owner."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fchown(handle.fileno(), uid, gid)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(directory)
 
 
 def _file_sha256(path: str) -> str:

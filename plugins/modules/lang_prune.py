@@ -170,7 +170,6 @@ ignored:
   elements: str
 """
 
-import fcntl
 import os
 import traceback
 
@@ -178,7 +177,12 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.hosting.migration.plugins.module_utils import langs
 from ansible_collections.hosting.migration.plugins.module_utils.account import is_subpath, validate_account_name
-from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, utc_now
+from ansible_collections.hosting.migration.plugins.module_utils.journal import (
+    Journal,
+    JournalError,
+    utc_now,
+    write_bytes_atomic,
+)
 
 try:
     import yaml
@@ -304,16 +308,9 @@ class LangPrune:
         state = self.params["state"]
         if self.module.check_mode or state == "report":
             return self.restore() if state == "restored" else self.prune()
-        # One run at a time per langs_dir: flock(2) on the directory, released by the kernel if the run is killed.
-        fd = os.open(self.langs_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise langs.LangError(f"another lang_prune run holds {self.langs_dir}") from None
+        # One run at a time: the server-level lock, released by the kernel if the run is killed.
+        with self.journal.server_lock(langs.RECORD_NAME, f"lang_prune {state}"):
             return self.restore() if state == "restored" else self.prune()
-        finally:
-            os.close(fd)
 
     def summarize(self, architecture: str | None, installed: dict, quarantined: list[str], sites: list[dict]) -> None:
         """Installed, quarantined, and with an architecture the per-version plan and blockers (after the run)."""
@@ -387,7 +384,7 @@ class LangPrune:
         record["profile_written_sha256"].append(langs.sha256_bytes(data))
         self.save_record(record)
         owner = record["profile_owner"]
-        langs.write_bytes_atomic(self.profile_path, data, owner["mode"], owner["uid"], owner["gid"])
+        write_bytes_atomic(self.profile_path, data, mode=owner["mode"], owner=(owner["uid"], owner["gid"]))
 
     def restore(self) -> dict:
         record = self.read_record()
@@ -412,7 +409,7 @@ class LangPrune:
             self.quarantine.move_back(to_move)
             if raw_profile != original:
                 owner = record["profile_owner"]
-                langs.write_bytes_atomic(self.profile_path, original, owner["mode"], owner["uid"], owner["gid"])
+                write_bytes_atomic(self.profile_path, original, mode=owner["mode"], owner=(owner["uid"], owner["gid"]))
             self.quarantine.clean(record)
             self.journal.delete_record(langs.RECORD_NAME)
         after = {lang: list(versions) for lang, versions in before.items()}
