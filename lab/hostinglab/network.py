@@ -42,8 +42,10 @@ def create_host_network(host: Host, gw: Host) -> None:
     _ip("link", "set", host.veth, "master", BRIDGE, "up")
     ns = host.name
     _ip("link", "set", "lo", "up", netns=ns)
+    # eth0 already exists (created in the namespace): it took the old default, so it is set on its own too.
     for family in ("ipv4", "ipv6"):
-        _sysctl(ns, f"net.{family}.conf.all.accept_redirects", "0")
+        for interface in ("all", "default", "eth0"):
+            _sysctl(ns, f"net.{family}.conf.{interface}.accept_redirects", "0")
     _ip("addr", "add", f"{host.ipv4}/{PREFIX4}", "dev", "eth0", netns=ns)
     _ip("addr", "add", f"{host.ipv6}/{PREFIX6}", "dev", "eth0", "nodad", netns=ns)
     _ip("link", "set", "eth0", "up", netns=ns)

@@ -221,9 +221,11 @@ def start_bind(host: Host, lab: Lab, zones: dict[str, str]) -> None:
     """zones: zone name -> zone file text. Every zone but the registry's (`test`, the parent of all the others)
     takes RFC 2136 updates signed with the lab's TSIG key."""
     key = lab.vars["hosting_tsig_key_name"]
-    updates = {zone: f'allow-update {{ key "{key}"; }};' if "." in zone else "allow-update { none; };" for zone in zones}
+    signed = f'allow-update {{ key "{key}"; }};'
+    updates = {zone: signed if "." in zone else "allow-update { none; };" for zone in zones}
     zone_blocks = "\n".join(
-        f'zone "{zone}" {{ type primary; file "/var/lib/bind/{zone}.zone"; {updates[zone]} }};' for zone in sorted(zones)
+        f'zone "{zone}" {{ type primary; file "/var/lib/bind/{zone}.zone"; {updates[zone]} }};'
+        for zone in sorted(zones)
     )
     writes = "\n".join(f"cat > /var/lib/bind/{zone}.zone <<'EOF'\n{text}EOF" for zone, text in zones.items())
     sh_in(
