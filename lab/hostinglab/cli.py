@@ -126,6 +126,35 @@ def up(lab: Lab, params: dict) -> None:
     log(f"up in {time.monotonic() - started:.1f}s: {len(seeded)} accounts on client ({params})")
 
 
+def reinstall(lab: Lab, name: str, architecture: str) -> None:
+    """What a provider's reinstall does to a hosting server (step 6's reinstall_command in the lab): everything on
+    it is wiped — files, accounts, databases, services, SSH host keys — and it comes back empty on `architecture`'s
+    profile, runtimes and database settings, with the same addresses. The journal goes too: the migration keeps
+    its own on the transit server."""
+    host = lab.hosts.get(name)
+    if host is None or "accounts" not in host.roles:
+        raise LabError(f"only the client server can be reinstalled, not {name!r}")
+    if architecture not in lab.seed["architectures"]:
+        raise LabError(f"unknown architecture {architecture!r}; the lab has {', '.join(lab.seed['architectures'])}")
+    if not is_healthy(lab):
+        raise LabError("the lab is not up and healthy; run `lab/lab up` first")
+    started = time.monotonic()
+    kill_netns_processes(host.name)
+    hosts.delete_host_fs(host.name)
+    hosts.create_host_fs(host.name)
+    services.start_sshd(host)
+    services.start_mariadb(host, lab, generation=architecture)
+    services.start_postgresql(host, lab, generation=architecture)
+    services.start_nginx(host)
+    seed.install_contract(lab, host, [], architecture=architecture)
+    services.reload_nginx(host)
+    services.KNOWN_HOSTS.write_text("".join(services.host_key_line(h) for h in lab.hosts.values()))
+    state = json.loads(STATE_FILE.read_text())
+    state.setdefault("reinstalled", {})[host.name] = architecture
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+    log(f"{host.name} reinstalled on architecture {architecture} in {time.monotonic() - started:.1f}s (empty)")
+
+
 def down(lab: Lab) -> None:
     for host in lab.hosts.values():
         kill_netns_processes(host.name)
@@ -206,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="remove every lab process, namespace, link, address and route")
     p = sub.add_parser("status", help="health of each host's services; exit 0 when up")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("reinstall", help="wipe the client server and bring it back empty on an architecture")
+    p.add_argument("host")
+    p.add_argument("--architecture", default=None, help="default: the lab's new architecture")
     p = sub.add_parser("connect", help="SSH ProxyCommand with the fail-closed guard")
     p.add_argument("address")
     p.add_argument("port", type=int)
@@ -226,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             up(lab, params)
         elif args.command == "down":
             down(lab)
+        elif args.command == "reinstall":
+            reinstall(lab, args.host, args.architecture or lab.seed["new_architecture"])
         elif args.command == "status":
             return status(lab, args.json)
         elif args.command == "connect":

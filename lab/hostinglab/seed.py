@@ -37,11 +37,12 @@ def accounts(lab: Lab, extra_accounts: int) -> list[dict]:
     return seeded
 
 
-def install_contract(lab: Lab, host: Host, seeded: list[dict] | None) -> None:
-    """Runtime packages on every hosting server; profile, runtimes and accounts where `seeded` is given."""
+def install_contract(lab: Lab, host: Host, seeded: list[dict] | None, architecture: str | None = None) -> None:
+    """Runtime packages on every hosting server; profile, runtimes and accounts where `seeded` is given (the
+    profile of `architecture`, by default the client's)."""
     plan: dict = {"packages": lab.seed["architectures"]}
     if seeded is not None:
-        architecture = lab.seed["client_architecture"]
+        architecture = architecture or lab.seed["client_architecture"]
         plan["profile"] = {
             "hostname": host.fqdn,
             "architecture": architecture,

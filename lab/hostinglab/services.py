@@ -95,8 +95,10 @@ def host_key_line(host: Host) -> str:
     return f"{host.ipv4},{host.ipv6} {key_type} {key}\n"
 
 
-def start_mariadb(host: Host, lab: Lab) -> None:
-    settings = "\n".join(f"{k} = {v}" for k, v in MARIADB_SETTINGS[GENERATION[host.name]].items())
+def start_mariadb(host: Host, lab: Lab, generation: str | None = None) -> None:
+    """A fresh MariaDB with the settings of `generation` (default: the host's generation in the lab's design)."""
+    generation = generation or GENERATION[host.name]
+    settings = "\n".join(f"{k} = {v}" for k, v in MARIADB_SETTINGS[generation].items())
     sh_in(
         host.name,
         f"""
@@ -123,8 +125,8 @@ mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db \
     )
 
 
-def start_postgresql(host: Host, lab: Lab) -> None:
-    generation = GENERATION[host.name]
+def start_postgresql(host: Host, lab: Lab, generation: str | None = None) -> None:
+    generation = generation or GENERATION[host.name]
     settings = "\n".join(f"{k} = '{v}'" for k, v in POSTGRESQL_SETTINGS[generation].items())
     method = POSTGRESQL_HBA_METHOD[generation]
     sh_in(

@@ -24,6 +24,8 @@ class FileSide:
         self.trees = [f"{paths['home_root']}/{account}", f"{paths['mail_root']}/{account}"]
         self.mail = self.trees[1]
         self.home_root = paths["home_root"]
+        # Entries rsync created or updated so far (a pre-copy that found nothing to do reports no change).
+        self.items_changed = 0
 
     def _source_trees(self) -> list[str]:
         """The account's trees that exist on the source (an account may have no mail)."""
@@ -60,19 +62,24 @@ class FileSide:
                 f"+10 %), {free // 1048576} MB free under {self.home_root}"
             )
 
-    def ensure_user(self, entry: dict) -> None:
-        """The account's user and group with the source's uid and gid (files keep their numeric owners)."""
+    def ensure_user(self, entry: dict) -> bool:
+        """The account's user and group with the source's uid and gid (files keep their numeric owners); True if
+        either had to be created."""
         name, uid, gid = self.account, entry["uid"], entry["gid"]
         for database, number in (("passwd", uid), ("group", gid)):
             found = subprocess.run(["getent", database, str(number)], capture_output=True, text=True, check=False)
             holder = found.stdout.split(":", 1)[0]
             if found.returncode == 0 and holder != name:
                 raise RuntimeError(f"{database} id {number} of {name} already belongs to {holder!r} on this server")
+        created = False
         if subprocess.run(["getent", "group", name], capture_output=True, check=False).returncode != 0:
             subprocess.run(["groupadd", "-g", str(gid), name], check=True, capture_output=True)
+            created = True
         if subprocess.run(["getent", "passwd", name], capture_output=True, check=False).returncode != 0:
             argv = ["useradd", "-u", str(uid), "-g", str(gid), "-d", self.trees[0], "-M", "-s", "/bin/bash", name]
             subprocess.run(argv, check=True, capture_output=True)
+            created = True
+        return created
 
     def pull(self, progress: Callable[..., None]) -> int:
         """Bring every tree up to date with the source; bytes of file data sent."""
@@ -83,7 +90,9 @@ class FileSide:
             def report(step: rsync.Progress, done_before: int = sent) -> None:
                 progress("files", bytes_done=done_before + step.bytes_done)
 
-            sent += rsync.pull(self.target, tree, tree, progress=report).bytes_transferred
+            pulled = rsync.pull(self.target, tree, tree, progress=report)
+            sent += pulled.bytes_transferred
+            self.items_changed += len(pulled.changes)
         return sent
 
     def differences(self) -> list[str]:

@@ -502,11 +502,13 @@ class AccountMove:
         with self.phase("precheck"):
             self.precheck(entry, state)
         with self.phase("precopy"):
-            self.files.ensure_user(entry)
+            created_user = self.files.ensure_user(entry)
             self.result["bytes"]["precopy"] = self.files.pull(self.progress)
             self.databases.precopy(entry, self.progress)
         self.result["changed"] = True
         if self.module.params["precopy_only"]:
+            # A refresh that found everything already here changed nothing.
+            self.result["changed"] = self.interrupted or created_user or self.files.items_changed > 0
             self.record["status"] = "precopied"
             self.save()
             return
