@@ -1,0 +1,129 @@
+"""Step 1 against the lab: the readiness report names carol's and bob's blockers with versions and replacements,
+carol's database errors and findings, leaves no scratch database on the test DB server, changes nothing on the
+client, and never shows the admin password."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run
+
+from ansible_collections.hosting.migration.plugins.module_utils import mariadb as mariadb_utils
+from ansible_collections.hosting.migration.plugins.module_utils import postgres as postgres_utils
+
+pytestmark = pytest.mark.lab
+
+CLIENT_DATABASES = {"mariadb": ["alice_shop", "carol_blog"], "postgresql": ["bob_app", "carol_legacy"]}
+
+
+def client_snapshot(mariadb, postgresql):
+    """Per-table row counts and content hashes of the seeded databases on the client."""
+    snapshot = {}
+    for name in CLIENT_DATABASES["mariadb"]:
+        snapshot[name] = mariadb_utils.table_checksums(mariadb("client"), name)
+    for name in CLIENT_DATABASES["postgresql"]:
+        snapshot[name] = postgres_utils.table_checksums(postgresql("client", database=name), name)
+    return snapshot
+
+
+def scratch_databases(mariadb, postgresql):
+    with mariadb("testdb").cursor() as cursor:
+        cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'hmcheck%'")
+        found = [name for (name,) in cursor.fetchall()]
+    with postgresql("testdb").cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'hmcheck%'")
+        found += [name for (name,) in cursor.fetchall()]
+    return found
+
+
+def step1(tmp_path, *options):
+    proc = run(["ansible-playbook", "playbooks/step1_prepare.yml", "-e", f"hosting_report_dir={tmp_path}", *options])
+    (report,) = tmp_path.glob("step1_*.json")
+    (markdown,) = tmp_path.glob("step1_*.md")
+    return proc, json.loads(report.read_text()), markdown.read_text()
+
+
+def assert_no_password(lab, proc, *texts):
+    password = lab.vars["hosting_db_admin_password"]
+    for text in (proc.stdout, proc.stderr, *texts):
+        assert password not in text
+
+
+def test_step1_reports_blockers_and_leaves_nothing_behind(lab, mariadb, postgresql, tmp_path):
+    before = client_snapshot(mariadb, postgresql)
+    proc, report, markdown = step1(tmp_path)
+    accounts = report["accounts"]
+
+    carol = accounts["carol"]
+    assert carol["status"] == "blocked" and carol["ready"] is False
+    language = [b for b in carol["blockers"] if b["kind"] == "language"]
+    assert [(b["language"], b["version"], b["replacement"]) for b in language] == [("php", "5.6", "8.1")]
+    databases = {d["database"]: d for d in carol["databases"]}
+    assert databases["carol_blog"]["ok"] is False
+    assert any("Row size too large" in error for error in databases["carol_blog"]["errors"])
+    legacy = databases["carol_legacy"]
+    (finding,) = [f for f in legacy["findings"] if f["kind"] == "sql_ascii_encoding"]
+    assert finding["invalid_utf8_values"] == 20 and "SQL_ASCII" in finding["message"]
+    assert any(b["kind"] == "finding" and b["database"] == "carol_legacy" for b in carol["blockers"])
+
+    bob = accounts["bob"]
+    assert bob["status"] == "blocked"
+    assert [(b["language"], b["version"], b["replacement"]) for b in bob["blockers"]] == [("python", "3.9", "3.11")]
+
+    alice = accounts["alice"]
+    assert alice["status"] == "ready" and alice["ready"] is True and alice["blockers"] == []
+    assert alice["databases"] and all(d["ok"] and d["seconds"] >= 0 for d in alice["databases"])
+
+    for name, entry in accounts.items():
+        assert entry["downtime"]["estimate_s"] > 0 and entry["downtime"]["provider_s"] >= 0, name
+        assert entry["disk"]["files_bytes"] > 0 and entry["disk"]["needed_bytes"] >= entry["disk"]["files_bytes"]
+    assert report["transit_home_free_bytes"] > 0
+    assert "alice" in report["ready"] and {"bob", "carol"} <= set(report["blocked"])
+
+    assert "carol: blocked: php 5.6 (site carol-blog.test) is dropped by architecture 2024: switch it to php 8.1" in (
+        " ".join(proc.stdout.split())
+    )
+    assert "## carol: blocked" in markdown and "Row size too large" in markdown
+    assert scratch_databases(mariadb, postgresql) == []
+    assert client_snapshot(mariadb, postgresql) == before
+    assert_no_password(lab, proc, markdown, json.dumps(report))
+
+
+def test_step1_check_mode_changes_nothing_and_still_reports(lab, mariadb, postgresql, tmp_path):
+    before = client_snapshot(mariadb, postgresql)
+    proc, report, markdown = step1(tmp_path, "--check", "-e", "account=carol")
+    assert report["check_mode"] is True and list(report["accounts"]) == ["carol"]
+    carol = report["accounts"]["carol"]
+    assert carol["status"] == "blocked" and carol["databases_tested"] is False
+    assert {d["database"] for d in carol["databases"]} == {"carol_blog", "carol_legacy"}
+    assert all("ok" not in d and d["size_bytes"] > 0 for d in carol["databases"])
+    assert "changed=0" in proc.stdout and "failed=0" in proc.stdout
+    assert scratch_databases(mariadb, postgresql) == []
+    assert client_snapshot(mariadb, postgresql) == before
+    assert_no_password(lab, proc, markdown, json.dumps(report))
+
+
+def test_step1_is_safe_to_rerun(lab, mariadb, postgresql, tmp_path):
+    reports = []
+    for run_dir in (tmp_path / "first", tmp_path / "second"):
+        run_dir.mkdir()
+        reports.append(step1(run_dir)[1])
+    first, second = reports
+    for report in (first, second):
+        assert report["accounts"]["carol"]["status"] == "blocked"
+    assert {name: a["status"] for name, a in first["accounts"].items()} == {
+        name: a["status"] for name, a in second["accounts"].items()
+    }
+    assert scratch_databases(mariadb, postgresql) == []
+
+
+@pytest.mark.parametrize("name", ["Carol", "carol;id", "../carol"])
+def test_step1_refuses_hostile_account_names(lab, tmp_path, name):
+    proc = run(
+        ["ansible-playbook", "playbooks/step1_prepare.yml", "-e", f"hosting_report_dir={tmp_path}", "-e",
+         json.dumps({"account": name})],
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "invalid account name" in proc.stdout
+    assert not list(tmp_path.iterdir())
