@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="remove every lab process, namespace, link, address and route")
     p = sub.add_parser("status", help="health of each host's services; exit 0 when up")
     p.add_argument("--json", action="store_true")
+    sub.add_parser("demo", help="a fresh lab, then the eight steps for every account (make demo)")
     p = sub.add_parser("reinstall", help="wipe the client server and bring it back empty on an architecture")
     p.add_argument("host")
     p.add_argument("--architecture", default=None, help="default: the lab's new architecture")
@@ -258,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             up(lab, params)
         elif args.command == "down":
             down(lab)
+        elif args.command == "demo":
+            from .demo import run_all
+
+            down(lab)
+            up(lab, {"extra_accounts": 0, "big_db_mb": 8})
+            run_all(lab)
         elif args.command == "reinstall":
             reinstall(lab, args.host, args.architecture or lab.seed["new_architecture"])
         elif args.command == "status":
