@@ -17,13 +17,15 @@ from .config import REPO, Lab
 
 
 def playbook(name: str, *extra: str) -> Callable[[Lab], None]:
+    argv = ["ansible-playbook", f"playbooks/{name}", *extra]
+
     def run(lab: Lab) -> None:
-        argv = ["ansible-playbook", f"playbooks/{name}", *extra]
         print(f"demo: $ {' '.join(argv)}", flush=True)
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
         if subprocess.run(argv, cwd=REPO, env=env, check=False).returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed")
 
+    run.argv = argv  # type: ignore[attr-defined]  # the end-to-end test also runs it with --check
     return run
 
 

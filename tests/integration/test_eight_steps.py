@@ -1,0 +1,164 @@
+"""`make demo`'s sequence end to end on a fresh lab (issue 5): between every two steps each seeded domain answers
+through the client server's public IPv4 and IPv6 with its own page; each step's --check run first changes nothing;
+step 6 refuses while accounts are on the client; at the end every file, mail and row is the seeded data plus what
+the test wrote on the way, bob's MX is 10/20, addresses and provider DNS records are back, and the bill is right.
+
+One test function on purpose: the steps are one migration, and a failure names the step it happened in."""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import json
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+from conftest import LAB, REPO, run
+from hostinglab import demo
+from lab_state import JOURNAL, http, in_host, mariadb_rows, playbook, postgresql_rows, state_snapshot, tree_snapshot
+
+pytestmark = pytest.mark.lab
+
+ACCOUNTS = ("alice", "bob", "carol", "dave")
+PROVIDER_ZONES = ("alice-shop.test", "carol-blog.test", "dave-data.test")
+
+
+def sites(lab):
+    return {site["domain"]: site["title"] for account in lab.seed["accounts"].values() for site in account["sites"]}
+
+
+def assert_every_site_answers(lab, when):
+    client = lab.hosts["client"]
+    for domain, title in sites(lab).items():
+        for address in (client.public_ipv4[0], f"[{client.public_ipv6[0]}]"):
+            status, page = http(domain, address=address)
+            assert (status, f"<title>{title}</title>" in page) == (200, True), f"{when}: {domain} via {address}"
+
+
+def world(lab, mariadb, postgresql):
+    """What --check must leave alone: both servers' trees, maps, users, journals, runtimes and databases, the
+    router's routes, the transit's addresses, and the DNS zones."""
+    snap = state_snapshot(lab, mariadb, postgresql)
+    for host in ("client", "transit"):
+        snap[host]["langs"] = in_host(host, "find /opt/hosting -printf '%p %s %T@ %m\\n' | sort").stdout
+        snap[host]["journal_times"] = in_host(host, f"find {JOURNAL} -printf '%p %s %T@\\n' 2>/dev/null | sort").stdout
+    snap["routes"] = in_host("gw", "ip route; ip -6 route").stdout
+    snap["transit_addresses"] = in_host("transit", "ip -o addr show dev lo").stdout
+    snap["dns"] = axfr(lab)
+    return snap
+
+
+def axfr(lab):
+    zones = {zone: lab.hosts["dns"].ipv4 for zone in PROVIDER_ZONES}
+    zones["bobs-garden.test"] = lab.hosts["thirdparty-dns"].ipv4
+    return {zone: sorted(run(["dig", "+noall", "+answer", f"@{server}", zone, "AXFR"]).stdout.splitlines())
+            for zone, server in zones.items()}  # fmt: skip
+
+
+def without_soa(zones):
+    return {zone: [line for line in lines if "\tSOA\t" not in line] for zone, lines in zones.items()}
+
+
+def account_data(host, mariadb, postgresql, lab):
+    data = {}
+    for name in ACCOUNTS:
+        data[name] = {"tree": set(tree_snapshot(host, name).splitlines())}
+        for database in lab.seed["accounts"][name]["databases"]:
+            rows = mariadb_rows if database["engine"] == "mariadb" else postgresql_rows
+            data[name][database["name"]] = rows(mariadb if database["engine"] == "mariadb" else postgresql,
+                                                host, database["name"])  # fmt: skip
+    return data
+
+
+def write_on_transit(mariadb):
+    """What the account owners do while their accounts live on the transit server."""
+    in_host(
+        "transit",
+        "printf 'written on transit\\n' > /home/alice/files/e2e-note.txt && "
+        "chown 2001:2001 /home/alice/files/e2e-note.txt && "
+        "printf 'Subject: e2e\\n\\nmail received on transit\\n' > "
+        "/var/mail/bob/hello/new/1800000000.e2e.transit && chown -R 2002:2002 /var/mail/bob/hello/new",
+    )
+    with mariadb("transit", database="alice_shop").cursor() as cursor:
+        cursor.execute("INSERT INTO audit_log (at, message) VALUES ('2026-11-28 12:00:00', 'e2e write on transit')")
+
+
+def expected_bill(delivered, finished, monthly):
+    """The bill computed independently: 14 free days from delivery (its day included), then per day the monthly
+    price divided by that month's days, summed per month and rounded to cents."""
+    first_billed = delivered + datetime.timedelta(days=14)
+    per_month = {}
+    day = first_billed
+    while day <= finished:
+        per_month[(day.year, day.month)] = per_month.get((day.year, day.month), 0) + 1
+        day += datetime.timedelta(days=1)
+    total = Decimal(0)
+    for (year, month), days in per_month.items():
+        share = Decimal(monthly) * days / calendar.monthrange(year, month)[1]
+        total += share.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{total:.2f}", sum(per_month.values())
+
+
+def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgresql):
+    run([LAB, "reset"])
+    dns_before = without_soa(axfr(lab))
+    routes_before = in_host("gw", "ip route; ip -6 route").stdout
+    seeded = account_data("client", mariadb, postgresql, lab)
+    assert_every_site_answers(lab, "before step 1")
+
+    for name, step in demo.STEPS:
+        if name.startswith("step 4"):
+            refused = playbook("step6_reinstall.yml", check=False)
+            assert refused.returncode != 0 and "not on transit yet" in refused.stdout, "step 6 must refuse"
+        if name.startswith("step 6"):
+            transit_view = account_data("transit", mariadb, postgresql, lab)
+        argv = getattr(step, "argv", None)
+        if argv:
+            before = world(lab, mariadb, postgresql)
+            run([*argv, "--check"])
+            assert world(lab, mariadb, postgresql) == before, f"{name}: --check changed something"
+        step(lab)
+        assert_every_site_answers(lab, f"after {name}")
+        if name.startswith("step 1"):
+            report = json.loads(sorted((REPO / "reports").glob("step1_*.json"))[-1].read_text())
+            carol = [b for b in report["accounts"]["carol"]["blockers"] if b["kind"] == "language"]
+            assert (carol[0]["version"], carol[0]["replacement"]) == ("5.6", "8.1")
+        if name.startswith("step 5:"):
+            write_on_transit(mariadb)
+
+    # Nothing lost on the way to transit: what changed there is only what the test and carol wrote.
+    for account in ACCOUNTS:
+        removed = seeded[account]["tree"] - transit_view[account]["tree"]
+        added = transit_view[account]["tree"] - seeded[account]["tree"]
+        assert not removed, f"{account}: lost on transit: {sorted(removed)[:5]}"
+        assert all("e2e" in line for line in added), f"{account}: unexpected on transit: {sorted(added)[:5]}"
+    assert transit_view["alice"]["alice_shop"]["audit_log"][0] == seeded["alice"]["alice_shop"]["audit_log"][0] + 1
+    for account, databases in seeded.items():
+        for database, tables in databases.items():
+            if database == "tree" or database in ("alice_shop", "carol_blog"):
+                continue
+            assert transit_view[account][database] == tables, f"{database} changed on transit"
+
+    # Home again: exactly what transit held, on the reinstalled client.
+    assert account_data("client", mariadb, postgresql, lab) == transit_view
+    mx = sorted(
+        run(["dig", "+short", "@" + lab.hosts["thirdparty-dns"].ipv4, "bobs-garden.test", "MX"]).stdout.split("\n")
+    )
+    assert [line for line in mx if line] == ["10 mx1.provider.test.", "20 mx2.provider.test."]
+    dns_after = without_soa(axfr(lab))
+    dns_before["bobs-garden.test"] = [line for line in dns_before["bobs-garden.test"] if "srv1" not in line]
+    assert dns_after == dns_before
+    assert in_host("gw", "ip route; ip -6 route").stdout == routes_before
+    assert "198.51.100.10" not in in_host("transit", "ip -o addr show dev lo").stdout
+
+    final = json.loads((REPO / "reports" / "final_report.json").read_text())
+    delivered = datetime.date.fromisoformat(final["bill"]["delivered"])
+    assert final["bill"]["amount"] == "0.00" and final["bill"]["billable_days"] == 0
+    assert {row["account"] for row in final["accounts"]} == set(ACCOUNTS)
+    assert all(row["downtime_step4_s"] and row["downtime_step7_s"] for row in final["accounts"])
+    finished = delivered + datetime.timedelta(days=45)
+    playbook("step8_finish.yml", "-e", f"finish_date={finished.isoformat()}")
+    bill = json.loads((REPO / "reports" / "final_report.json").read_text())["bill"]
+    amount, days = expected_bill(delivered, finished, lab.vars["hosting_client_monthly_price"])
+    assert (bill["amount"], bill["billable_days"]) == (amount, days)
+    assert "<svg" in (REPO / "reports" / "final_report.html").read_text()

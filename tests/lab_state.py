@@ -1,0 +1,99 @@
+"""The lab as the tests see it, with their own tools (never the modules'): files, rows, pages, DNS and routes, for
+comparing what a step changed. Shared by the integration tests."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+
+from conftest import LAB, run
+
+JOURNAL = "/var/lib/hosting-migration"
+
+
+def playbook(name, *args, check=True, env=None):
+    return run(["ansible-playbook", f"playbooks/{name}", *args], check=check, env=env)
+
+
+def in_host(host, script, check=True):
+    return run([LAB, "exec", host, "--", "bash", "-c", script], check=check)
+
+
+def tree_snapshot(host, account):
+    """Names, types, modes, owners, link targets, content hashes, ACLs and xattrs of the account's trees."""
+    script = f"""
+set -e
+for tree in /home/{account} /var/mail/{account}; do
+  [ -d "$tree" ] || continue
+  cd "$tree"
+  find . -printf '%p|%y|%m|%U|%G|%l|%n\\0' | sort -z | tr '\\0' '\\n'
+  find . -type f -print0 | sort -z | xargs -0 -r sha256sum
+  getfacl -R -p -s . 2>/dev/null || true
+  getfattr -R -d -h . 2>/dev/null || true
+done
+"""
+    return in_host(host, script).stdout
+
+
+def mariadb_rows(mariadb, host, database):
+    conn = mariadb(host, database=database)
+    digest = {}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema=%s AND table_type='BASE TABLE'",
+            (database,),
+        )
+        for (table,) in cur.fetchall():
+            cur.execute(f"SELECT * FROM `{table}`")
+            rows = sorted(repr(row) for row in cur.fetchall())
+            digest[table] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+    return digest
+
+
+def postgresql_rows(postgresql, host, database):
+    conn = postgresql(host, database=database)
+    digest = {}
+    with conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        for (table,) in cur.fetchall():
+            # Hashed on the server: a SQL_ASCII database's bytes need not decode in any client encoding.
+            cur.execute(f'SELECT md5(t::text) FROM "{table}" t')
+            rows = sorted(row[0] for row in cur.fetchall())
+            digest[table] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
+    return digest
+
+
+def http(host_header, path="/", address="198.51.100.10"):
+    request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host_header})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def state_snapshot(lab, mariadb, postgresql):
+    """Everything a move may change, on both servers: for the check-mode test."""
+    snap = {}
+    for host in ("client", "transit"):
+        snap[host] = {
+            "files": in_host(
+                host, "find /home /var/mail /etc/hosting /etc/nginx/hosting -printf '%p %s %T@ %m\\n' | sort"
+            ).stdout,
+            "maps": in_host(host, "cat /etc/nginx/hosting/*.map").stdout,
+            "users": in_host(host, "getent passwd | sort").stdout,
+            "journal": in_host(host, f"find {JOURNAL} -type f 2>/dev/null | sort; true").stdout,
+        }
+        with mariadb(host).cursor() as cur:
+            cur.execute("SELECT schema_name FROM information_schema.schemata ORDER BY 1")
+            snap[host]["mariadb"] = cur.fetchall()
+            cur.execute("SELECT user, host, JSON_VALUE(priv, '$.account_locked') FROM mysql.global_priv ORDER BY 1, 2")
+            snap[host]["mariadb_users"] = cur.fetchall()
+        with postgresql(host).cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database ORDER BY 1")
+            snap[host]["pg"] = cur.fetchall()
+            cur.execute("SELECT rolname, rolcanlogin FROM pg_roles ORDER BY 1")
+            snap[host]["pg_roles"] = cur.fetchall()
+    return snap
