@@ -47,6 +47,29 @@ def fix_carol_database(lab: Lab) -> None:
         conn.close()
 
 
+def rehash_postgresql_passwords(lab: Lab) -> None:
+    """What each PostgreSQL user does after step 1's report: the old servers stored md5 hashes, which the new
+    architecture's SCRAM-only logins refuse, so they set their (same) passwords again as SCRAM, on the server that
+    holds their account (transit)."""
+    import psycopg2
+
+    for account in lab.seed["accounts"].values():
+        for user in account["db_users"]:
+            if user["engine"] != "postgresql":
+                continue
+            print(f"demo: {user['name']} sets its PostgreSQL password again as SCRAM", flush=True)
+            database = next(d["name"] for d in account["databases"] if d["engine"] == "postgresql")
+            conn = psycopg2.connect(host=lab.hosts["transit"].ipv4, user=user["name"], password=user["password"],
+                                    dbname=database, connect_timeout=10)  # fmt: skip
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SET password_encryption = 'scram-sha-256'")
+                    cursor.execute("ALTER ROLE CURRENT_USER PASSWORD %s", (user["password"],))
+            finally:
+                conn.close()
+
+
 STEPS: list[tuple[str, Callable[[Lab], None]]] = [
     ("step 1: readiness report", playbook("step1_prepare.yml")),
     ("step 2: prune unused language versions, request the transit server", playbook("step2_transit_request.yml")),
@@ -58,6 +81,7 @@ STEPS: list[tuple[str, Callable[[Lab], None]]] = [
     ("fix: bob's site to Python 3.11", playbook("site_version.yml", "-e", "account=bob", "-e",
                                                 "domain=bobs-garden.test", "-e", "version=3.11")),
     ("fix: carol's database", fix_carol_database),
+    ("fix: PostgreSQL passwords as SCRAM", rehash_postgresql_passwords),
     ("step 6: reroute, reinstall the client server, pre-copy back", playbook("step6_reinstall.yml")),
     ("step 7: relocate every account to the client server", playbook("step7_relocate.yml", "-e", "accounts=all")),
     ("step 5 again: verify the relocated accounts", playbook("step5_verify.yml")),

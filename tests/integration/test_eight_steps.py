@@ -139,8 +139,14 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
                 continue
             assert transit_view[account][database] == tables, f"{database} changed on transit"
 
-    # Home again: exactly what transit held, on the reinstalled client.
+    # Home again: exactly what transit held, on the reinstalled client, and every database user logs in there
+    # with its own password.
     assert account_data("client", mariadb, postgresql, lab) == transit_view
+    for account in lab.seed["accounts"].values():
+        for user in account["db_users"]:
+            connect = mariadb if user["engine"] == "mariadb" else postgresql
+            database = next(d["name"] for d in account["databases"] if d["engine"] == user["engine"])
+            connect("client", user=user["name"], password=user["password"], database=database)  # or it raises
     mx = sorted(
         run(["dig", "+short", "@" + lab.hosts["thirdparty-dns"].ipv4, "bobs-garden.test", "MX"]).stdout.split("\n")
     )
