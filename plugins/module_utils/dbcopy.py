@@ -69,6 +69,16 @@ class DatabaseCopy(Protocol):
     def cleanup(self) -> None: ...
 
 
+def endpoint_options() -> dict[str, Any]:
+    """Argument spec of a database admin endpoint (the modules' `mariadb` / `postgresql` dicts)."""
+    return {
+        "host": {"type": "str", "required": True},
+        "port": {"type": "int"},
+        "user": {"type": "str", "required": True},
+        "password": {"type": "str", "required": True, "no_log": True},
+    }
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """A database server as the module's options give it. The password never shows in repr and reaches the tools

@@ -258,7 +258,7 @@ from contextlib import ExitStack, contextmanager
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.hosting.migration.plugins.module_utils import freeze, webfront
+from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, freeze, webfront
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name, validate_domain
 from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost, RemoteHost, run_checked
 from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
@@ -275,12 +275,7 @@ except ImportError:
     YAML_IMPORT_ERROR = traceback.format_exc()
     HAS_YAML = False
 
-DB_OPTIONS = {
-    "host": {"type": "str", "required": True},
-    "port": {"type": "int"},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-}
+DB_OPTIONS = dbcopy.endpoint_options()
 PATH_DEFAULTS = {
     "registry_dir": "/etc/hosting/accounts",
     "home_root": "/home",

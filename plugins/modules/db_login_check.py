@@ -118,16 +118,11 @@ import ipaddress
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.hosting.migration.plugins.module_utils import db_logins, mariadb, postgres
+from ansible_collections.hosting.migration.plugins.module_utils import db_logins, dbcopy, mariadb, postgres
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name
 
 ENGINES = {"mariadb": (mariadb, db_logins.mariadb_logins), "postgresql": (postgres, db_logins.postgresql_logins)}
-DB_OPTIONS = {
-    "host": {"type": "str", "required": True},
-    "port": {"type": "int"},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-}
+DB_OPTIONS = dbcopy.endpoint_options()
 
 
 def main() -> None:

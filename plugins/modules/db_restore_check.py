@@ -179,12 +179,7 @@ try:
 except ImportError:
     sql = None
 
-DB_OPTIONS = {
-    "host": {"type": "str", "required": True},
-    "port": {"type": "int"},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-}
+DB_OPTIONS = dbcopy.endpoint_options()
 ENGINE_LIBS = {"mariadb": mariadb, "postgresql": postgres}
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,15}")
 # Both engines take 63 characters (MariaDB 64).
