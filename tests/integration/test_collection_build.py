@@ -81,7 +81,7 @@ def run_outside(outside, argv) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def installed(tarball, outside) -> Path:
-    home, _ = outside
+    home = outside[0]
     run_outside(outside, ["ansible-galaxy", "collection", "install", tarball, "-p", home / "collections"])
     root = home / "collections" / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
     manifest = json.loads((root / "MANIFEST.json").read_text(encoding="utf-8"))
