@@ -5,6 +5,7 @@ installs the way the image's galaxy stage installs it; a broken definition is re
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -84,6 +85,9 @@ def test_collection_installs_from_context_as_the_galaxy_stage_does(context, tmp_
         cwd=build,
         check=True,
         capture_output=True,
+        # As in the image build: no configuration of this checkout (`make test` exports ANSIBLE_CONFIG, whose
+        # collections path already holds hosting.migration, and galaxy would then skip the install).
+        env={k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")},
     )
     installed = tmp_path / "collections" / "ansible_collections" / "hosting" / "migration"
     run(["ansible-galaxy", "collection", "build", "--output-path", tmp_path / "tarball"])
