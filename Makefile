@@ -11,11 +11,13 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-test.txt awx/install_awx_collection.sh
 	@python3 -c 'import ensurepip' 2>/dev/null && command -v shellcheck >/dev/null \
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv shellcheck; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+	# awx.awx for awx/load_controller.yml (ansible-lint resolves its modules): from PyPI, as Galaxy is unreachable.
+	bash awx/install_awx_collection.sh
 	touch $@
 
 lab-up: $(STAMP)
