@@ -145,3 +145,18 @@ def test_step_playbook_resolves_by_fqcn_from_the_install(installed, outside, ste
     argv = ["ansible-playbook", f"hosting.migration.{step}", "--syntax-check", "-i", "localhost,"]
     result = run_outside(outside, [*argv, "-e", "account=alice"])
     assert f"playbook: {installed / 'playbooks' / step}.yml" in result.stdout
+
+
+@pytest.mark.lab
+def test_steps_run_by_fqcn_from_the_install_against_the_lab(installed, outside, lab):
+    """Step 1 really runs from the install (its report lands beside the installed playbooks: playbook_dir is the
+    install's), and step 4 plans alice's move there in check mode."""
+    inventory = ["-i", REPO / "inventories" / "lab"]
+    run_outside(outside, ["ansible-playbook", "hosting.migration.step1_prepare", *inventory, "-e", "accounts=alice"])
+    reports = sorted((installed / "reports").glob("step1_*.json"))
+    assert reports, "step 1 wrote no report in the install"
+    assert list(json.loads(reports[-1].read_text(encoding="utf-8"))["accounts"]) == ["alice"]
+
+    plan = run_outside(outside, ["ansible-playbook", "hosting.migration.step4_migrate", *inventory,
+                                 "-e", "account=alice", "--check"])  # fmt: skip
+    assert "alice: would move to transit" in plan.stdout

@@ -1,0 +1,165 @@
+"""Launch a job template of awx/controller_objects.yml the way AWX launches it, without a controller.
+
+What AWX does for a job, and this module does too: survey answers are checked against the template's survey
+(required, min/max, choices; answers to no question are dropped) and written to env/extravars marked `!unsafe`
+(launch-time values are never templated); each credential's injectors are rendered in a Jinja sandbox with the
+credential's inputs: `file` templates become 0600 files under env/ (`tower.filename.NAME`), `extra_vars` a
+0400 YAML file under env/ (also `!unsafe`) passed as `-e @file`; then ansible-runner runs the project's playbook
+from the checkout (its ansible.cfg) against the given inventory. The job's artifacts are what AWX keeps and
+shows: artifacts/<ident>/ (command, status, rc, stdout, job_events/).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ansible_runner
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+REPO = Path(__file__).resolve().parents[1]
+OBJECTS = yaml.safe_load((REPO / "awx" / "controller_objects.yml").read_text(encoding="utf-8"))
+
+
+class SurveyError(ValueError):
+    """AWX refuses the launch: an answer does not fit the survey."""
+
+
+def job_template(name: str) -> dict:
+    return next(jt for jt in OBJECTS["hosting_awx_job_templates"] if jt["name"] == name)
+
+
+def credential_type(name: str) -> dict:
+    return next(ct for ct in OBJECTS["hosting_awx_credential_types"] if ct["name"] == name)
+
+
+def survey_vars(spec: list[dict], answers: dict) -> dict:
+    """The extra vars AWX derives from a survey and the launch's answers, or SurveyError as AWX refuses them."""
+    result = {}
+    for question in spec:
+        name = question["variable"]
+        if name in answers:
+            value = answers[name]
+        elif question.get("default") not in (None, ""):
+            value = question["default"]
+        elif question.get("required"):
+            raise SurveyError(f"{name}: an answer is required")
+        else:
+            continue
+        kind = question["type"]
+        if kind in ("text", "textarea", "password"):
+            if not isinstance(value, str) or not question.get("min", 0) <= len(value) <= question.get("max", 1024):
+                raise SurveyError(f"{name}: {question.get('min', 0)} to {question.get('max', 1024)} characters")
+        elif kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int) or not question["min"] <= value <= question["max"]:
+                raise SurveyError(f"{name}: an integer from {question['min']} to {question['max']}")
+        elif kind == "multiplechoice":
+            if value not in question["choices"]:
+                raise SurveyError(f"{name}: one of {question['choices']}")
+        else:
+            raise SurveyError(f"{name}: survey type {kind} is not emulated")
+        result[name] = value
+    return result
+
+
+class _Unsafe(str):
+    pass
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def unsafe_yaml(data: dict) -> str:
+    """YAML with every string tagged !unsafe, as AWX writes launch-time and credential extra vars."""
+
+    def mark(node):
+        if isinstance(node, dict):
+            return {key: mark(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [mark(value) for value in node]
+        return _Unsafe(node) if isinstance(node, str) else node
+
+    return yaml.dump(mark(data), Dumper=_UnsafeDumper, default_flow_style=False)
+
+
+def _private_file(directory: Path, text: str, mode: int) -> Path:
+    handle, path = tempfile.mkstemp(dir=directory)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.chmod(path, mode)
+    return Path(path)
+
+
+def inject(type_name: str, inputs: dict, env_dir: Path) -> Path | None:
+    """Render one credential's injectors into env_dir; returns the extra vars file to pass as -e @file."""
+    injectors = credential_type(type_name)["injectors"]
+    sandbox = ImmutableSandboxedEnvironment()
+    filenames = {}
+    for key, template in injectors.get("file", {}).items():
+        text = sandbox.from_string(template).render(**inputs)
+        # ssh refuses a key without its final newline, as AWX knows (it appends one to OpenSSH keys).
+        if "PRIVATE KEY-----" in text and not text.endswith("\n"):
+            text += "\n"
+        filenames[key.split(".", 1)[1]] = str(_private_file(env_dir, text, stat.S_IRUSR | stat.S_IWUSR))
+    namespace = {**inputs, "tower": {"filename": filenames}}
+    extra_vars = {name: sandbox.from_string(template).render(**namespace)
+                  for name, template in injectors.get("extra_vars", {}).items()}  # fmt: skip
+    if not extra_vars:
+        return None
+    return _private_file(env_dir, unsafe_yaml(extra_vars), stat.S_IRUSR)
+
+
+@dataclass
+class Job:
+    template: str
+    status: str
+    rc: int
+    artifacts: Path
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return (self.artifacts / "stdout").read_text(encoding="utf-8", errors="replace")
+
+    def failed_tasks(self) -> list[str]:
+        return [e["event_data"].get("task", "") for e in self.events if e["event"] == "runner_on_failed"
+                and not e["event_data"].get("ignore_errors")]  # fmt: skip
+
+
+def launch(template_name: str, *, private_data_dir: Path, inventory: Path, credentials: dict[str, dict],
+           answers: dict | None = None, job_type: str = "run", verbosity: int = 0) -> Job:  # fmt: skip
+    """Run one job of the named template; credentials maps each credential type name to its inputs."""
+    template = job_template(template_name)
+    extra_vars = survey_vars(template["survey"], answers or {})
+    # AWX gives every job a fresh private data directory; one per job keeps the artifacts apart.
+    private_data_dir.mkdir(parents=True, exist_ok=False)
+    env_dir = private_data_dir / "env"
+    env_dir.mkdir(mode=0o700)
+    (env_dir / "extravars").write_text(unsafe_yaml(extra_vars), encoding="utf-8")
+    cmdline = []
+    for type_name, inputs in credentials.items():
+        injected = inject(type_name, inputs, env_dir)
+        if injected:
+            cmdline += ["-e", f"@{injected}"]
+    if job_type == "check":
+        cmdline.append("--check")
+    runner = ansible_runner.run(
+        private_data_dir=str(private_data_dir),
+        project_dir=str(REPO),
+        playbook=template["playbook"],
+        inventory=str(inventory),
+        cmdline=shlex.join(cmdline),
+        verbosity=verbosity,
+        ident="job",
+        quiet=True,
+    )
+    return Job(template_name, runner.status, runner.rc, private_data_dir / "artifacts" / "job", list(runner.events))
