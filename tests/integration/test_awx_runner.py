@@ -171,7 +171,7 @@ def encodings(secret):
     """The forms a secret takes in the artifacts: as is, quoted by the YAML result format of stdout, and either of
     those inside a JSON string (events), once or twice (an event's stdout inside its JSON)."""
     forms = {secret, secret.replace("'", "''")}
-    for _ in range(2):
+    for _depth in range(2):
         forms |= {json.dumps(form)[1:-1] for form in forms}
     return forms
 
