@@ -164,3 +164,29 @@ def run_module(host, module, args, *, check_mode=False, diff=False, extra=(), en
 def module(lab):
     """module(host, name, args, check_mode=False, diff=False) -> (result dict, process) of one ad hoc module run."""
     return run_module
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability suite's table (issue 7): one line per injected fault, from the tests' `reliability`
+    properties (tests/reliability/faults.py: ledger), and the totals; objects lost must be 0."""
+    rows = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "reliability"
+    ]
+    if not rows:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("reliability: faults injected and what was lost")
+    width = max(len(row["fault"]) for row in rows)
+    write(f"{'fault':<{width}}  runs  converged  compared  lost  unexpected")
+    for row in rows:
+        write(f"{row['fault']:<{width}}  {row['runs']:>4}  {'yes' if row['converged'] else 'NO':>9}  "
+              f"{row['compared']:>8}  {row['lost']:>4}  {row['unexpected']:>10}")  # fmt: skip
+    converged = sum(1 for row in rows if row["converged"])
+    write(f"{len(rows)} faults injected, {sum(r['runs'] for r in rows)} runs, {converged} converged, "
+          f"{sum(r['compared'] for r in rows)} objects compared, {sum(r['lost'] for r in rows)} lost, "
+          f"{sum(r['unexpected'] for r in rows)} unexpected")  # fmt: skip

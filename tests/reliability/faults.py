@@ -1,0 +1,160 @@
+"""Real faults in the lab's real services, and what the reliability tests check after each: where the account is
+served, whether a lock is still held, and the ledger line the suite's summary table is made of.
+
+The lab's hosts share the machine's PID namespace (they have their own network, mount and UTS namespaces), so a
+service is killed by the PIDs of its own host's network namespace, never by name across the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import LAB, REPO
+from hostinglab import proc as lab_proc
+from hostinglab import services as lab_services
+from lab_state import JOURNAL, http, in_host
+
+TRANSIT_BACKEND = "10.77.0.11:80"
+
+
+def start_playbook(name: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["ansible-playbook", f"playbooks/{name}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )
+
+
+# Watches the journal's progress file inside the destination host every millisecond and acts when a new run (not
+# the pid that was there before) reports the wanted phase: prints what it saw as one JSON line.
+WATCH = r"""
+import json, os, signal, subprocess, sys, time
+path, phase, old, action = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+deadline = time.monotonic() + float(sys.argv[5])
+while time.monotonic() < deadline:
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        state = {}
+    if str(state.get("pid")) != old and state.get("phase") == phase:
+        if action == "kill":
+            os.kill(int(state["pid"]), signal.SIGKILL)
+        else:
+            subprocess.run(["sh", "-c", action], check=False)
+        print(json.dumps({"pid": state["pid"], "phase": phase}), flush=True)
+        sys.exit(0)
+    time.sleep(0.001)
+print(json.dumps({"pid": None, "phase": None}), flush=True)
+"""
+
+
+class PhaseWatcher:
+    """On `host`, when the move of `account` enters `phase`: SIGKILL the module (action "kill") or run a shell
+    command inside that host. Start it before the move; result() says whether and where it acted."""
+
+    def __init__(self, host: str, account: str, phase: str, action: str = "kill", timeout: float = 180.0):
+        progress = f"{JOURNAL}/accounts/{account}/progress.json"
+        before = in_host(host, f"cat {progress} 2>/dev/null || echo null", check=False).stdout
+        try:
+            old = (json.loads(before) or {}).get("pid")
+        except ValueError:
+            old = None
+        self.proc = subprocess.Popen(
+            [LAB, "exec", host, "--", "python3", "-c", WATCH, progress, phase, str(old), action, str(timeout)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def result(self, timeout: float = 200.0) -> dict:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def front_backends(lab, account: str) -> set[str | None]:
+    """The client front's backend for each of the account's domains (None: served by the client itself)."""
+    entries = {}
+    for line in in_host("client", "cat /etc/nginx/hosting/backends.map 2>/dev/null || true").stdout.splitlines():
+        parts = line.rstrip(";").split()
+        if len(parts) == 2:
+            entries[parts[0]] = parts[1]
+    return {entries.get(site["domain"]) for site in lab.seed["accounts"][account]["sites"]}
+
+
+def serving_side(lab, account: str) -> str:
+    """The one server that serves the account; fails if its domains point at both, or its pages do not answer."""
+    backends = front_backends(lab, account)
+    assert len(backends) == 1, f"{account}: domains split between servers: {backends}"
+    side = "transit" if backends == {TRANSIT_BACKEND} else "client"
+    assert backends in ({None}, {TRANSIT_BACKEND}), f"{account}: unknown backend {backends}"
+    for site in lab.seed["accounts"][account]["sites"]:
+        status, page = http(site["domain"], address=lab.hosts["client"].public_ipv4[0])
+        assert (status, f"<title>{site['title']}</title>" in page) == (200, True), f"{site['domain']}: {status}"
+    return side
+
+
+def lock_is_free(host: str, account: str) -> bool:
+    """Nobody holds the account's journal lock (flock(2) is released by the kernel when its holder dies)."""
+    script = (
+        f"python3 -c 'import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600); "
+        f"fcntl.flock(fd, fcntl.LOCK_EX|fcntl.LOCK_NB)' {JOURNAL}/accounts/{account}/lock"
+    )
+    return in_host(host, script, check=False).returncode == 0
+
+
+def journal_state(host: str, account: str) -> dict:
+    out = in_host(host, f"cat {JOURNAL}/accounts/{account}/state.json 2>/dev/null || echo null").stdout
+    return json.loads(out) or {}
+
+
+# ---- services of one host ----------------------------------------------------------------------------------------
+
+
+def host_pids(host: str, command: str) -> list[int]:
+    pids = []
+    for pid in lab_proc.netns_pids(host):
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+                if comm.read().strip() == command:
+                    pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def kill_service(host: str, command: str) -> list[int]:
+    pids = host_pids(host, command)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while host_pids(host, command) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids
+
+
+def restart_mariadb(lab, host: str) -> None:
+    """Start a killed MariaDB again on its data directory (crash recovery, as after a power cut)."""
+    lab_proc.start_daemon(host, "mariadb", ["/usr/sbin/mariadbd", "--user=mysql"])
+    lab_services.wait_port(lab.hosts[host].ipv4, 3306, f"MariaDB on {host}")
+
+
+def ledger(record_property, fault: str, *, runs: int, converged: bool, compared: int, lost: int, unexpected: int = 0):
+    """One line of the summary table (tests/conftest.py prints them at the end of the session)."""
+    record_property(
+        "reliability",
+        {"fault": fault, "runs": runs, "converged": converged, "compared": compared, "lost": lost,
+         "unexpected": unexpected},
+    )  # fmt: skip
+
+
+def restart_postgresql(lab, host: str) -> None:
+    """Start a killed PostgreSQL again (crash recovery); pg_ctlcluster clears the dead postmaster's pid file."""
+    in_host(host, "pg_ctlcluster 15 main start")
+    lab_services.wait_port(lab.hosts[host].ipv4, 5432, f"PostgreSQL on {host}")

@@ -1,0 +1,90 @@
+"""The evidence of the "nothing lost" rule: an account's manifest on one server, computed by the tests themselves.
+
+Objects, each with a key and a value that changes with its content:
+  file:<path>          type, mode, owner, group and sha256 (or a link's target) of everything under /home/<a>
+                       and /var/mail/<a> except Maildir messages
+  mail:<box>/<id>      a Maildir message by its unique id (flags aside), with its sha256
+  table:<db>.<table>   row count and an order-independent hash of the rows
+  rrset:<name> <type>  a DNS record set of the account's zones by AXFR (SOA aside: moves never touch DNS)
+
+compare() counts the objects of the expected manifest and those lost (missing or different on the serving side),
+and lists the unexpected ones (a duplicated message, a stray row): each of those is a finding too.
+"""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run
+from lab_state import in_host, mariadb_rows, postgresql_rows
+
+WALK = r"""
+import hashlib, json, os, stat, sys
+account = sys.argv[1]
+out = {}
+for root in (f"/home/{account}", f"/var/mail/{account}"):
+    if not os.path.isdir(root):
+        continue
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            parts = os.path.relpath(path, root).split("/")
+            owner = f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid}"
+            if stat.S_ISLNK(st.st_mode):
+                out[f"file:{path}"] = f"{owner} -> {os.readlink(path)}"
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                if root.startswith("/var/mail") and len(parts) == 3 and parts[1] in ("cur", "new"):
+                    out[f"mail:{parts[0]}/{parts[2].split(':2,')[0]}"] = digest
+                else:
+                    out[f"file:{path}"] = f"{owner} {st.st_nlink} {digest}"
+            else:
+                out[f"file:{path}"] = owner
+print(json.dumps(out))
+"""
+
+
+def files_and_mail(host: str, account: str) -> dict[str, str]:
+    script = f"python3 - {account} <<'EOF'\n{WALK}\nEOF"
+    return json.loads(in_host(host, script).stdout)
+
+
+def tables(host: str, account: str, seed: dict, mariadb, postgresql) -> dict[str, str]:
+    out = {}
+    for database in seed["accounts"][account]["databases"]:
+        if database["engine"] == "mariadb":
+            digest = mariadb_rows(mariadb, host, database["name"])
+        else:
+            digest = postgresql_rows(postgresql, host, database["name"])
+        out.update({f"table:{database['name']}.{table}": f"{count} {sha}" for table, (count, sha) in digest.items()})
+    return out
+
+
+def dns(lab, account: str) -> dict[str, str]:
+    out = {}
+    for domain in lab.seed["accounts"][account]["domains"]:
+        server = lab.hosts["dns" if domain["provider_dns"] else "thirdparty-dns"].ipv4
+        lines = run(["dig", "+noall", "+answer", f"@{server}", domain["name"], "AXFR"]).stdout.splitlines()
+        for line in lines:
+            name, _ttl, _class, kind, data = line.split(None, 4)
+            if kind != "SOA":
+                key = f"rrset:{name} {kind}"
+                out[key] = "\n".join(sorted([*out.get(key, "").splitlines(), data]))
+    return out
+
+
+def manifest(lab, host: str, account: str, mariadb, postgresql) -> dict[str, str]:
+    return {
+        **files_and_mail(host, account),
+        **tables(host, account, lab.seed, mariadb, postgresql),
+        **dns(lab, account),
+    }
+
+
+def compare(expected: dict[str, str], actual: dict[str, str]) -> tuple[int, list[str], list[str]]:
+    """(objects compared, lost or changed keys, unexpected keys)."""
+    lost = sorted(key for key, value in expected.items() if actual.get(key) != value)
+    unexpected = sorted(set(actual) - set(expected))
+    return len(expected), lost, unexpected
