@@ -29,7 +29,8 @@ RUN_LAST = ("test_lab_lifecycle.py",)
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
-        return 0 if name in RUN_FIRST else 3 if name in RUN_LAST else 2 if name in RUN_LATE else 1
+        late = name in RUN_LATE or "reliability" in item.path.parts  # the reliability suite moves accounts
+        return 0 if name in RUN_FIRST else 3 if name in RUN_LAST else 2 if late else 1
 
     items.sort(key=rank)
 

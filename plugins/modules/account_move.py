@@ -250,6 +250,7 @@ conflicts:
   elements: str
 """
 
+import hashlib
 import json
 import os
 import time
@@ -545,6 +546,7 @@ class AccountMove:
             cron_held=False,
             web_freeze={},
         )
+        self.record.pop("rollback_checked", None)
         self.save()
         self.mirror_journal()
         self.result["location"] = self.destination_name
@@ -580,6 +582,11 @@ class AccountMove:
         manifest = self.record.get("left_manifest")
         if manifest is None:
             return
+        # An interrupted attempt of this same rollback passed this check and then started overwriting here: what
+        # differs now is its own work (the account stayed frozen here in between), not a conflict.
+        checked = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        if self.record.get("rollback_checked") == checked:
+            return
         conflicts = self.files.changed_since(manifest.get("files", {}))
         conflicts += self.databases.changed_since(manifest.get("tables", {}))
         if conflicts and not self.module.params["force"]:
@@ -588,6 +595,8 @@ class AccountMove:
                 f"{len(conflicts)} change(s) on {self.destination_name} since {self.account} left would be "
                 f"overwritten by the rollback (see conflicts); resolve them or set force=true"
             )
+        self.record["rollback_checked"] = checked
+        self.save()
 
     def freeze(self, entry: dict, domains: list[str]) -> None:
         # The guardian exists before anything is frozen, so there is no moment where a kill leaves a freeze.

@@ -47,6 +47,18 @@ while time.monotonic() < deadline:
     if str(state.get("pid")) != old and state.get("phase") == phase:
         if action == "kill":
             os.kill(int(state["pid"]), signal.SIGKILL)
+        elif action.startswith("kill-service:"):
+            # Every process of this host's network namespace with that command name (not the machine's).
+            own = os.stat("/proc/self/ns/net")
+            for entry in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    net = os.stat(f"/proc/{entry}/ns/net")
+                    with open(f"/proc/{entry}/comm") as comm:
+                        name = comm.read().strip()
+                except OSError:
+                    continue
+                if (net.st_dev, net.st_ino) == (own.st_dev, own.st_ino) and name == action.split(":", 1)[1]:
+                    os.kill(int(entry), signal.SIGKILL)
         else:
             subprocess.run(["sh", "-c", action], check=False)
         print(json.dumps({"pid": state["pid"], "phase": phase}), flush=True)
@@ -74,8 +86,22 @@ class PhaseWatcher:
         )
 
     def result(self, timeout: float = 200.0) -> dict:
+        """{"pid", "phase"} of the run it acted on (None if it never saw the phase), and "output": what a shell
+        action printed."""
         out, _ = self.proc.communicate(timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        return {**json.loads(lines[-1]), "output": "\n".join(lines[:-1])}
+
+
+def fresh_lab(lab):
+    """A freshly seeded lab, and what step 3 gives transit: the client's language runtimes."""
+    subprocess.run([str(LAB), "reset"], check=True, capture_output=True)
+    in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
+    return lab
+
+
+# Which way an account moves next: step 4 to transit, or the rollback home (the same module, the same guarantees).
+MOVES = {"client": ("step4_migrate.yml", "transit"), "transit": ("rollback.yml", "client")}
 
 
 def front_backends(lab, account: str) -> set[str | None]:

@@ -2,14 +2,14 @@
 side, which holds everything (the seeded data plus what the test wrote before the move); the lock is free; a re-run
 converges to the destination with nothing lost and nothing duplicated.
 
-carol carries files, mail and both engines. Before each kill she is at home on the client (rolled back if an
-earlier case moved her) and the test writes a file, a mail and a row as her owner would."""
+carol carries files, mail and both engines. Each case first writes a file, a mail and a row where she is served,
+as her owner would, then moves her the other way: step 4 to transit, or the rollback home (the same module, the
+same guarantees), so no case needs a move of its own to set up."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import LAB, run
-from faults import PhaseWatcher, journal_state, ledger, lock_is_free, serving_side, start_playbook
+from faults import MOVES, PhaseWatcher, fresh_lab, journal_state, ledger, lock_is_free, serving_side, start_playbook
 from lab_state import in_host, playbook
 from manifest import compare, manifest
 
@@ -30,10 +30,7 @@ PHASES = [
 
 @pytest.fixture(scope="module")
 def fresh(lab):
-    """A freshly seeded lab, and what step 3 gives transit for carol: the client's language runtimes."""
-    run([LAB, "reset"])
-    in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
-    return lab
+    return fresh_lab(lab)
 
 
 def owner_writes(lab, host: str, tag: str, mariadb) -> None:
@@ -49,41 +46,36 @@ def owner_writes(lab, host: str, tag: str, mariadb) -> None:
         cursor.execute("INSERT INTO posts (title, published_at) VALUES (%s, '2024-01-01')", (f"Post {tag}",))
 
 
-def home_on_client(lab) -> None:
-    if serving_side(lab, ACCOUNT) == "transit":
-        playbook("rollback.yml", "-e", f"account={ACCOUNT}")
-    assert serving_side(lab, ACCOUNT) == "client"
-
-
 @pytest.mark.parametrize("phase", PHASES)
 def test_sigkill_in_each_phase_then_a_rerun_converges(fresh, phase, mariadb, postgresql, record_property):
-    home_on_client(fresh)
-    owner_writes(fresh, "client", f"before-{phase}", mariadb)
-    expected = manifest(fresh, "client", ACCOUNT, mariadb, postgresql)
+    source = serving_side(fresh, ACCOUNT)
+    play, destination = MOVES[source]
+    owner_writes(fresh, source, f"before-{phase}", mariadb)
+    expected = manifest(fresh, source, ACCOUNT, mariadb, postgresql)
     assert f"file:/home/carol/files/note-before-{phase}.txt" in expected
 
-    watcher = PhaseWatcher("transit", ACCOUNT, phase)
-    killed_run = start_playbook("step4_migrate.yml", "-e", f"account={ACCOUNT}")
+    watcher = PhaseWatcher(destination, ACCOUNT, phase)
+    killed_run = start_playbook(play, "-e", f"account={ACCOUNT}")
     output, _ = killed_run.communicate(timeout=300)
     seen = watcher.result()
-    assert seen["phase"] == phase, f"the move was not caught in {phase}:\n{output[-2000:]}"
+    assert seen["phase"] == phase, f"{play}: the move was not caught in {phase}:\n{output[-2000:]}"
     assert killed_run.returncode != 0, "the killed move reported success"
 
     # Right after the kill: one side serves carol, and it holds everything.
     side = serving_side(fresh, ACCOUNT)
     compared, lost, unexpected = compare(expected, manifest(fresh, side, ACCOUNT, mariadb, postgresql))
     assert (lost, unexpected) == ([], []), f"after a kill in {phase}, {side} lost {lost}, gained {unexpected}"
-    assert lock_is_free("transit", ACCOUNT), "the dead run's lock is still held"
+    assert lock_is_free(destination, ACCOUNT), "the dead run's lock is still held"
 
-    rerun = playbook("step4_migrate.yml", "-e", f"account={ACCOUNT}", check=False)
-    converged = rerun.returncode == 0 and serving_side(fresh, ACCOUNT) == "transit"
-    after = manifest(fresh, "transit", ACCOUNT, mariadb, postgresql)
+    rerun = playbook(play, "-e", f"account={ACCOUNT}", check=False)
+    converged = rerun.returncode == 0 and serving_side(fresh, ACCOUNT) == destination
+    after = manifest(fresh, destination, ACCOUNT, mariadb, postgresql)
     compared2, lost2, unexpected2 = compare(expected, after)
-    ledger(record_property, f"SIGKILL of account_move in {phase}", runs=2, converged=converged,
-           compared=compared + compared2, lost=len(lost) + len(lost2),
+    ledger(record_property, f"SIGKILL of {play.split('_')[0].split('.')[0]} in {phase}", runs=2,
+           converged=converged, compared=compared + compared2, lost=len(lost) + len(lost2),
            unexpected=len(unexpected) + len(unexpected2))  # fmt: skip
     assert converged, rerun.stdout[-3000:]
     assert (lost2, unexpected2) == ([], []), f"the re-run lost {lost2}, duplicated or added {unexpected2}"
-    state = journal_state("transit", ACCOUNT)
-    assert (state.get("location"), state.get("status")) == ("transit", "done")
-    assert lock_is_free("transit", ACCOUNT)
+    state = journal_state(destination, ACCOUNT)
+    assert (state.get("location"), state.get("status")) == (destination, "done")
+    assert lock_is_free(destination, ACCOUNT)
