@@ -60,6 +60,22 @@ def release_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> None
     run_checked(host, ["sh", "-c", script, "sh", cron_dir, held_dir, account])
 
 
+def hold_mail(host: Host, hold_dir: str, account: str) -> bool:
+    """Hold the account's mail delivery (the server's delivery agent answers "try again later" while the hold file
+    exists, so the MTA keeps the messages queued); True if this call set the hold."""
+    script = 'test -e "$1/$2" && exit 3; mkdir -p "$1" && : > "$1/$2"'
+    rc, _out, err = host.run(["sh", "-c", script, "sh", hold_dir, account])
+    if rc == 3:
+        return False
+    if rc != 0:
+        raise RuntimeError(f"could not hold the mail of {account} on {host.name}: {err.strip()}")
+    return True
+
+
+def release_mail(host: Host, hold_dir: str, account: str) -> None:
+    run_checked(host, ["rm", "-f", "--", f"{hold_dir}/{account}"])
+
+
 def start_guardian(thaw: Callable[[], None]) -> int:
     """Fork a process that thaws the source if this process dies before telling it the move is over.
 

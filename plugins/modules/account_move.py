@@ -143,6 +143,14 @@ options:
         description: Per-user crontabs, held during the freeze.
         type: path
         default: /var/spool/cron/crontabs
+      mail_hold_dir:
+        description:
+          - Where the server's delivery agent looks for a hold: a file named after the account, there from the
+            freeze on (the source keeps it after the move; the destination's is removed at the unfreeze).
+          - While it exists the agent refuses delivery with a temporary failure, so the MTA keeps the messages
+            queued and retries; mail arriving during the freeze is never lost on the side being left.
+        type: path
+        default: /etc/hosting/mail-hold
   precopy_only:
     description: Stop after the live pre-copy of files and mail (the transit_server role's refresh).
     type: bool
@@ -285,6 +293,7 @@ PATH_DEFAULTS = {
     "journal_dir": "/var/lib/hosting-migration",
     "nginx_map_dir": "/etc/nginx/hosting",
     "cron_dir": "/var/spool/cron/crontabs",
+    "mail_hold_dir": "/etc/hosting/mail-hold",
 }
 
 
@@ -536,6 +545,8 @@ class AccountMove:
         with self.phase("unfreeze"):
             self.databases.unfreeze_destination(self.record.get("db_freeze", {}))
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
+            # Coming back to a side this account once left: that move's hold ends here.
+            freeze.release_mail(self.local, self.paths["mail_hold_dir"], self.account)
         # The source stays frozen on purpose (its copy must not diverge); the freeze record was for a thaw of a
         # failed move and is spent: a later move must not take it for its own.
         self.record.update(
@@ -544,6 +555,7 @@ class AccountMove:
             downtime_s=self.result["downtime_s"],
             db_freeze={},
             cron_held=False,
+            mail_held=False,
             web_freeze={},
         )
         self.record.pop("rollback_checked", None)
@@ -611,6 +623,11 @@ class AccountMove:
         previous = self.record.get("db_freeze") if self.interrupted else None
         self.record["db_freeze"] = self.databases.freeze_source(entry, previous)
         self.save()
+        # Held before the sessions end: a delivery already past the hold check runs as the account and dies with
+        # them, unacknowledged (its MTA retries), so no message lands here after the final delta.
+        if freeze.hold_mail(self.remote, self.paths["mail_hold_dir"], self.account):
+            self.record["mail_held"] = True
+            self.save()
         freeze.end_sessions(self.remote, entry["uid"])
         if freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account):
             self.record["cron_held"] = True
@@ -631,7 +648,9 @@ class AccountMove:
         self.databases.thaw_source(self.record.get("db_freeze", {}))
         if self.record.get("cron_held"):
             freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
-        self.record.update(status="failed", web_freeze={}, db_freeze={}, cron_held=False)
+        if self.record.get("mail_held"):
+            freeze.release_mail(self.remote, self.paths["mail_hold_dir"], self.account)
+        self.record.update(status="failed", web_freeze={}, db_freeze={}, cron_held=False, mail_held=False)
         self.save()
 
     def verify(self, entry: dict) -> None:
