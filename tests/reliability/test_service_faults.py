@@ -87,7 +87,7 @@ def test_a_full_destination_disk_fails_clearly_leaves_no_partial_file_and_the_so
     fresh, mariadb, postgresql, record_property
 ):
     """alice's home on transit is a 4 MB filesystem; her home on the client holds a 6 MB file."""
-    assert serving_side(fresh, "alice") == "client"
+    assert serving_side(fresh, "alice") == "client", "alice starts at home (the suite moves her back afterwards)"
     in_host(
         "client",
         "head -c 6000000 /dev/urandom > /home/alice/files/big.bin && chown 2001:2001 /home/alice/files/big.bin",

@@ -36,6 +36,7 @@ def present(lab, mariadb) -> dict[str, list[str]]:
 
 
 def test_every_acknowledged_write_survives_a_move_and_a_rollback(fresh, mariadb, postgresql, record_property):
+    assert serving_side(fresh, "alice") == "client", "alice starts at home"
     load = Load(fresh, "alice", "alice_shop", "info", FILES).start()
     try:
         load.serve_from("client")
