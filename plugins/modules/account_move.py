@@ -145,7 +145,7 @@ options:
         default: /var/spool/cron/crontabs
       mail_hold_dir:
         description:
-          - Where the server's delivery agent looks for a hold: a file named after the account, there from the
+          - Where the server's delivery agent looks for a hold, a file named after the account, there from the
             freeze on (the source keeps it after the move; the destination's is removed at the unfreeze).
           - While it exists the agent refuses delivery with a temporary failure, so the MTA keeps the messages
             queued and retries; mail arriving during the freeze is never lost on the side being left.
