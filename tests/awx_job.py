@@ -11,8 +11,10 @@ shows: artifacts/<ident>/ (command, status, rc, stdout, job_events/).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -163,3 +165,97 @@ def launch(template_name: str, *, private_data_dir: Path, inventory: Path, crede
         quiet=True,
     )
     return Job(template_name, runner.status, runner.rc, private_data_dir / "artifacts" / "job", list(runner.events))
+
+
+class AwxLab:
+    """The AWX side of the lab: an inventory copied from inventories/lab without any variable the credential types
+    inject, the credentials' inputs (the lab's real secrets), and jobs launched each in its own private data
+    directory under `root`."""
+
+    def __init__(self, lab, root: Path):
+        self.root = root
+        self.inventory = root / "inventory"
+        shutil.copytree(REPO / "inventories" / "lab", self.inventory)
+        injected = {name for ct in OBJECTS["hosting_awx_credential_types"] for name in ct["injectors"]["extra_vars"]}
+        self.stripped: set[str] = set()
+        for path in (self.inventory / "group_vars" / "all").glob("*.yml"):
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            self.stripped |= data.keys() & injected
+            data = {key: value for key, value in data.items() if key not in injected}
+            # The copy is not in the checkout: the lab's command (ProxyCommand, reinstall) is named absolutely.
+            if "hosting_lab_command" in data:
+                data["hosting_lab_command"] = str(REPO / "lab" / "lab")
+            path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        state = Path(lab.vars["hosting_lab_state_dir"]) / "controller"
+        ssh_key = (state / "id_ed25519").read_text(encoding="utf-8")
+        self.credentials = {
+            "hosting.migration database admin": {"username": lab.vars["hosting_db_admin_user"],
+                                                 "password": lab.vars["hosting_db_admin_password"]},
+            "hosting.migration TSIG key": {"key_name": lab.vars["hosting_tsig_key_name"],
+                                           "algorithm": lab.vars["hosting_tsig_algorithm"],
+                                           "secret": lab.vars["hosting_tsig_secret"]},
+            "hosting.migration SSH": {"username": "root", "ssh_key_data": ssh_key,
+                                      "known_hosts": (state / "known_hosts").read_text(encoding="utf-8")},
+        }  # fmt: skip
+        # Every secret a job could leak: the injected ones first, then the accounts' database passwords.
+        self.secrets = [lab.vars["hosting_db_admin_password"], lab.vars["hosting_tsig_secret"]]
+        self.secrets += [line for line in ssh_key.splitlines() if len(line) >= 20 and "PRIVATE KEY" not in line]
+        self.secrets += [user["password"] for account in lab.seed["accounts"].values() for user in account["db_users"]]
+        self.jobs: list[Job] = []
+
+    def launch(self, template: str, answers: dict | None = None, **options) -> Job:
+        job = launch(template, private_data_dir=self.root / f"job{len(self.jobs) + 1:02d}", inventory=self.inventory,
+                     credentials=self.credentials, answers=answers, **options)  # fmt: skip
+        self.jobs.append(job)
+        return job
+
+    def template_for(self, playbook: str) -> str:
+        return next(jt["name"] for jt in OBJECTS["hosting_awx_job_templates"] if jt["playbook"] == playbook)
+
+
+def encodings(secret: str) -> set[str]:
+    """The forms a secret takes in the artifacts: as is, quoted by the YAML result format of stdout, and either of
+    those inside a JSON string (events), once or twice (an event's stdout inside its JSON)."""
+    forms = {secret, secret.replace("'", "''")}
+    for _depth in range(2):
+        forms |= {json.dumps(form)[1:-1] for form in forms}
+    return forms
+
+
+def leaks_in(directory: Path, secrets: list[str], root: Path) -> list[str]:
+    found = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found += [f"{path.relative_to(root)}: {secret[:4]}…" for secret in secrets
+                      if any(form in text for form in encodings(secret))]  # fmt: skip
+    return found
+
+
+def assert_successful(job: Job) -> None:
+    assert (job.status, job.rc) == ("successful", 0), f"{job.template}: {job.failed_tasks()}\n{job.stdout[-3000:]}"
+    kinds = [event["event"] for event in job.events if event["event"] != "verbose"]  # -v lines come first
+    assert kinds[0] == "playbook_on_start" and "playbook_on_stats" in kinds, f"{job.template}: events incomplete"
+    # The job's stdout artifact is its events' stdout, in order: what AWX shows is what the events hold.
+    counters = [event["counter"] for event in job.events]
+    assert counters == sorted(counters) == list(range(1, len(counters) + 1)), f"{job.template}: events missing"
+    from_events = "\n".join(event["stdout"] for event in job.events if event.get("stdout"))
+    assert _lines(from_events) == _lines(job.stdout), f"{job.template}: stdout and events differ"
+
+
+def _lines(text: str) -> list[str]:
+    """Non-blank lines: events and the stdout file put different blank lines between tasks."""
+    return [line for line in text.replace("\r", "").splitlines() if line.strip()]
+
+
+def assert_no_secret_in_artifacts(awx: AwxLab) -> None:
+    leaks = []
+    for job in awx.jobs:
+        env = job.artifacts.parent.parent / "env"
+        for path in env.iterdir():
+            if path.name not in ("extravars", "cmdline"):
+                assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} readable by others"
+        # The search finds what is there: the credentials' own files under env/ hold the injected secrets.
+        assert len(leaks_in(env, awx.secrets[:3], awx.root)) == 3, f"{env}: the injected secrets not found"
+        leaks += leaks_in(job.artifacts, awx.secrets, awx.root)
+    assert not leaks, "\n".join(leaks)

@@ -1,5 +1,7 @@
-"""`make demo`'s sequence end to end on a fresh lab (issue 5): between every two steps each seeded domain answers
-through the client server's public IPv4 and IPv6 with its own page; each step's --check run first changes nothing;
+"""`make demo`'s sequence end to end on a fresh lab (issue 5), each step run as AWX runs it (issue 6: its job template
+of awx/controller_objects.yml through ansible-runner, secrets injected by the credential types, in the workflow's
+order, no secret in any artifact): between every two steps each seeded domain answers through the client server's
+public IPv4 and IPv6 with its own page; each step's check job first changes nothing;
 step 6 refuses while accounts are on the client; at the end every file, mail and row is the seeded data plus what
 the test wrote on the way, bob's MX is 10/20, addresses and provider DNS records are back, and the bill is right.
 
@@ -12,6 +14,7 @@ import datetime
 import json
 from decimal import ROUND_HALF_UP, Decimal
 
+import awx_job
 import pytest
 from conftest import LAB, REPO, run
 from hostinglab import demo
@@ -99,12 +102,34 @@ def expected_bill(delivered, finished, monthly):
     return f"{total:.2f}", sum(per_month.values())
 
 
-def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgresql):
+def as_awx_job(argv):
+    """The job template and survey answers AWX would launch for `ansible-playbook PLAYBOOK -e k=v ...`."""
+    answers = dict(arg.split("=", 1) for arg in argv[3::2])
+    assert argv[2::2] == ["-e"] * len(answers), argv
+    return argv[1], answers
+
+
+def workflow_chain():
+    """The AWX workflow's nodes in order: job template names, `approval` for an approval node."""
+    nodes = {node["identifier"]: node for node in awx_job.OBJECTS["hosting_awx_workflow"]["nodes"]}
+    chain = [awx_job.OBJECTS["hosting_awx_workflow"]["nodes"][0]["identifier"]]
+    while nodes[chain[-1]]["related"]["success_nodes"]:
+        chain.append(nodes[chain[-1]]["related"]["success_nodes"][0]["identifier"])
+    assert len(chain) == len(nodes), "every node on one chain"
+    templates = [nodes[i]["unified_job_template"] for i in chain]
+    return [t["name"] if t["type"] == "job_template" else "approval" for t in templates]
+
+
+def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgresql, tmp_path):
     run([LAB, "reset"])
+    # Each step runs as AWX runs it (issue 6): its job template through ansible-runner, the secrets injected by
+    # the credential types into an inventory that holds none of them; first as a check job, then for real.
+    awx = awx_job.AwxLab(lab, tmp_path)
     dns_before = without_soa(axfr(lab))
     routes_before = in_host("gw", "ip route; ip -6 route").stdout
     seeded = account_data("client", mariadb, postgresql, lab)
     assert_every_site_answers(lab, "before step 1")
+    launched = []
 
     for name, step in demo.STEPS:
         if name.startswith("step 4"):
@@ -114,10 +139,18 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
             transit_view = account_data("transit", mariadb, postgresql, lab)
         argv = getattr(step, "argv", None)
         if argv:
+            template, answers = as_awx_job(argv)
+            template = awx.template_for(template)
             before = world(lab, mariadb, postgresql)
-            run([*argv, "--check"])
-            assert world(lab, mariadb, postgresql) == before, f"{name}: --check changed something"
-        step(lab)
+            awx_job.assert_successful(awx.launch(template, answers, job_type="check"))
+            assert world(lab, mariadb, postgresql) == before, f"{name}: the check job changed something"
+            # Support raises a job's verbosity to see why it is slow: -vvv must not show a secret either.
+            job = awx.launch(template, answers, verbosity=3 if name.startswith("step 4") else 0)
+            awx_job.assert_successful(job)
+            launched.append(template if name.startswith("step") else "approval")
+        else:
+            step(lab)
+            launched.append("approval")
         assert_every_site_answers(lab, f"after {name}")
         if name.startswith("step 1"):
             report = json.loads(sorted((REPO / "reports").glob("step1_*.json"))[-1].read_text())
@@ -125,6 +158,9 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
             assert (carol[0]["version"], carol[0]["replacement"]) == ("5.6", "8.1")
         if name.startswith("step 5:"):
             write_on_transit(mariadb)
+    # The demo's order is the AWX workflow's, the customers' fixes where its approval node waits.
+    assert [t for i, t in enumerate(launched) if t != "approval" or launched[i - 1] != "approval"] == workflow_chain()
+    awx_job.assert_no_secret_in_artifacts(awx)
 
     # Nothing lost on the way to transit: what changed there is only what the test and carol wrote.
     for account in ACCOUNTS:

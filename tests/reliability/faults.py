@@ -107,6 +107,12 @@ def fresh_lab(lab):
     return lab
 
 
+def reseed(lab):
+    """A freshly seeded lab again, for the modules after one that carried it through whole steps."""
+    _SESSION["reset"] = False
+    return fresh_lab(lab)
+
+
 # Which way an account moves next: step 4 to transit, or the rollback home (the same module, the same guarantees).
 MOVES = {"client": ("step4_migrate.yml", "transit"), "transit": ("rollback.yml", "client")}
 

@@ -16,13 +16,13 @@ from manifest import compare, manifest
 pytestmark = pytest.mark.lab
 
 ACCOUNT = "carol"
-# The short suite kills where a half-done move is most delicate (mid-copy of the databases, mid-switch of the
-# front); `make test-long` kills in every phase.
+# The short suite kills where a half-done move is most delicate, mid-switch of the front (tests/integration/
+# test_account_move.py kills one mid-copy of the databases); `make test-long` kills in every phase.
 PHASES = [
     pytest.param("precopy", marks=pytest.mark.long),
     pytest.param("freeze", marks=pytest.mark.long),
     pytest.param("final_delta", marks=pytest.mark.long),
-    "databases",
+    pytest.param("databases", marks=pytest.mark.long),
     pytest.param("verify", marks=pytest.mark.long),
     "switch",
 ]

@@ -1,6 +1,7 @@
 """Faults of the destination's services and disk in the middle of a move, and links that point out of a home
 (issue 7). After each: a clear failure (or a move that rode it out), the source untouched and serving, and a
-re-run, once the service is back, that converges with nothing lost.
+re-run, once the service is back, that converges with nothing lost. The short suite kills MariaDB; `make
+test-long` also kills PostgreSQL and terminates its copy sessions.
 
 dave (both engines, the largest databases) takes the database faults, moving the other way each time (step 4 to
 transit, the rollback home); alice fills a small disk; bob carries the links."""
@@ -50,8 +51,16 @@ def interrupted_move(lab, account, action, mariadb, postgresql):
     ("fault", "action", "restart", "engine"),
     [
         ("MariaDB on the destination killed in the copy", "kill-service:mariadbd", restart_mariadb, "mariadb"),
-        ("PostgreSQL on the destination killed in the copy", "kill-service:postgres", restart_postgresql, "postgres"),
-        ("PostgreSQL copy sessions terminated", TERMINATE_COPY_SESSIONS, None, "postgres"),
+        pytest.param(
+            "PostgreSQL on the destination killed in the copy",
+            "kill-service:postgres",
+            restart_postgresql,
+            "postgres",
+            marks=pytest.mark.long,
+        ),
+        pytest.param(
+            "PostgreSQL copy sessions terminated", TERMINATE_COPY_SESSIONS, None, "postgres", marks=pytest.mark.long
+        ),
     ],
     ids=["mariadb-killed", "postgresql-killed", "pg-terminate-backend"],
 )

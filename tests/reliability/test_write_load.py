@@ -5,11 +5,12 @@ home. Every write acknowledged anywhere is on the client at the end, once; write
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from faults import fresh_lab, ledger, serving_side
-from lab_state import in_host, playbook
+from lab_state import JOURNAL, in_host, playbook
 from load import Load
 from manifest import manifest
 
@@ -74,3 +75,14 @@ def test_every_acknowledged_write_survives_a_move_and_a_rollback(fresh, mariadb,
         f"the freeze refused nothing of some kind: {refused_in_move}"
     )
     assert all(len(names) > 20 for names in acknowledged.values()), {k: len(v) for k, v in acknowledged.items()}
+
+
+def test_no_secret_in_either_servers_journal(fresh):
+    """After the suite's moves, kills and rollbacks: the journals hold where accounts are, never a password."""
+    secrets = [fresh.vars["hosting_db_admin_password"], fresh.vars["hosting_tsig_secret"]]
+    secrets += [user["password"] for account in fresh.seed["accounts"].values() for user in account["db_users"]]
+    for host in ("client", "transit"):
+        journal = in_host(host, f"find {JOURNAL} -type f -exec cat {{}} + 2>/dev/null || true").stdout
+        assert "left_manifest" in journal or host == "client", f"{host}: no move in the journal to look at"
+        found = [secret[:4] + "…" for secret in secrets if secret in journal or json.dumps(secret)[1:-1] in journal]
+        assert found == [], f"{host}'s journal holds secrets: {found}"
