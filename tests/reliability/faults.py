@@ -197,3 +197,53 @@ def restart_postgresql(lab, host: str) -> None:
     """Start a killed PostgreSQL again (crash recovery); pg_ctlcluster clears the dead postmaster's pid file."""
     in_host(host, "pg_ctlcluster 15 main start")
     lab_services.wait_port(lab.hosts[host].ipv4, 5432, f"PostgreSQL on {host}")
+
+
+# A TCP proxy that delays every chunk it forwards, in both directions (this kernel has no netem). It runs inside
+# the destination host; nftables there sends the destination's connections to the source's SSH and database
+# ports through it (its own connections carry a firewall mark, so they pass).
+DELAY_PROXY = r"""
+import asyncio, socket, sys
+# argv: a marker (to find it), the delay in seconds, the source address, the mark, LISTEN:TARGET port pairs
+delay, source, mark = float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ports = [(int(listen), int(target)) for listen, target in (pair.split(":") for pair in sys.argv[5:])]
+
+async def pump(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            await asyncio.sleep(delay)
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+def handler(target):
+    async def handle(reader, writer):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (source, target))
+        up_reader, up_writer = await asyncio.open_connection(sock=sock)
+        print(f"connection {target}", flush=True)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+    return handle
+
+async def main():
+    servers = [await asyncio.start_server(handler(target), "0.0.0.0", listen) for listen, target in ports]
+    print("ready", flush=True)
+    # Gone when whoever started it closes its stdin.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+def kill_marked(host: str, marker: str) -> None:
+    """SIGKILL the processes of `host` whose command line holds `marker`."""
+    for pid in lab_proc.netns_pids(host):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if marker.encode() in cmdline.read():
+                    os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
