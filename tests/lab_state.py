@@ -4,16 +4,30 @@ comparing what a step changed. Shared by the integration tests."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import urllib.error
 import urllib.request
 
-from conftest import LAB, run
+from conftest import LAB, REPO, run
 
 JOURNAL = "/var/lib/hosting-migration"
 
 
 def playbook(name, *args, check=True, env=None):
     return run(["ansible-playbook", f"playbooks/{name}", *args], check=check, env=env)
+
+
+def start_playbook(name, *args):
+    """A playbook running in the background, its output collected (for kills and races)."""
+    return subprocess.Popen(
+        ["ansible-playbook", f"playbooks/{name}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )
 
 
 def in_host(host, script, check=True):

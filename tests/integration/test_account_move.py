@@ -7,29 +7,26 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import pytest
 import yaml
 from conftest import LAB, REPO, run
-from lab_state import JOURNAL, http, in_host, mariadb_rows, playbook, postgresql_rows, state_snapshot, tree_snapshot
+from lab_state import (
+    JOURNAL,
+    http,
+    in_host,
+    mariadb_rows,
+    playbook,
+    postgresql_rows,
+    start_playbook,
+    state_snapshot,
+    tree_snapshot,
+)
 
 pytestmark = pytest.mark.lab
 
 SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text())
-
-
-def start_playbook(name, *args):
-    """A playbook running in the background, its output collected (for kills and races)."""
-    return subprocess.Popen(
-        ["ansible-playbook", f"playbooks/{name}", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-    )
 
 
 def front_map(host):

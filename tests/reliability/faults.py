@@ -13,23 +13,12 @@ import signal
 import subprocess
 import time
 
-from conftest import LAB, REPO
+from conftest import LAB
 from hostinglab import proc as lab_proc
 from hostinglab import services as lab_services
 from lab_state import JOURNAL, http, in_host
 
 TRANSIT_BACKEND = "10.77.0.11:80"
-
-
-def start_playbook(name: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["ansible-playbook", f"playbooks/{name}", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-    )
 
 
 # Watches the journal's progress file inside the destination host every millisecond and acts when a new run (not

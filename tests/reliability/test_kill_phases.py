@@ -9,8 +9,8 @@ same guarantees), so no case needs a move of its own to set up."""
 from __future__ import annotations
 
 import pytest
-from faults import MOVES, PhaseWatcher, fresh_lab, journal_state, ledger, lock_is_free, serving_side, start_playbook
-from lab_state import in_host, playbook
+from faults import MOVES, PhaseWatcher, fresh_lab, journal_state, ledger, lock_is_free, serving_side
+from lab_state import in_host, playbook, start_playbook
 from manifest import compare, manifest
 
 pytestmark = pytest.mark.lab
