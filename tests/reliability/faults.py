@@ -77,7 +77,7 @@ class PhaseWatcher:
     def result(self, timeout: float = 200.0) -> dict:
         """{"pid", "phase"} of the run it acted on (None if it never saw the phase), and "output": what a shell
         action printed."""
-        out, _ = self.proc.communicate(timeout=timeout)
+        out = self.proc.communicate(timeout=timeout)[0]
         lines = out.strip().splitlines()
         return {**json.loads(lines[-1]), "output": "\n".join(lines[:-1])}
 

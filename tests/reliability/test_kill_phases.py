@@ -15,6 +15,8 @@ from manifest import compare, manifest
 
 pytestmark = pytest.mark.lab
 
+LABELS = {"step4_migrate.yml": "step 4", "rollback.yml": "the rollback"}
+
 ACCOUNT = "carol"
 # The short suite kills where a half-done move is most delicate, mid-switch of the front (tests/integration/
 # test_account_move.py kills one mid-copy of the databases); `make test-long` kills in every phase.
@@ -56,7 +58,7 @@ def test_sigkill_in_each_phase_then_a_rerun_converges(fresh, phase, mariadb, pos
 
     watcher = PhaseWatcher(destination, ACCOUNT, phase)
     killed_run = start_playbook(play, "-e", f"account={ACCOUNT}")
-    output, _ = killed_run.communicate(timeout=300)
+    output = killed_run.communicate(timeout=300)[0]
     seen = watcher.result()
     assert seen["phase"] == phase, f"{play}: the move was not caught in {phase}:\n{output[-2000:]}"
     assert killed_run.returncode != 0, "the killed move reported success"
@@ -71,7 +73,7 @@ def test_sigkill_in_each_phase_then_a_rerun_converges(fresh, phase, mariadb, pos
     converged = rerun.returncode == 0 and serving_side(fresh, ACCOUNT) == destination
     after = manifest(fresh, destination, ACCOUNT, mariadb, postgresql)
     compared2, lost2, unexpected2 = compare(expected, after)
-    ledger(record_property, f"SIGKILL of {play.split('_')[0].split('.')[0]} in {phase}", runs=2,
+    ledger(record_property, f"SIGKILL of {LABELS[play]} in {phase}", runs=2,
            converged=converged, compared=compared + compared2, lost=len(lost) + len(lost2),
            unexpected=len(unexpected) + len(unexpected2))  # fmt: skip
     assert converged, rerun.stdout[-3000:]
