@@ -10,10 +10,13 @@ backend entry means "served locally".
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import random
 import re
+import time
 
-from ansible_collections.hosting.migration.plugins.module_utils.hosts import Host, run_checked
+from ansible_collections.hosting.migration.plugins.module_utils.hosts import Host, HostError, run_checked
 
 MAINTENANCE = "maintenance"
 DOCROOTS_MAP = "docroots.map"
@@ -77,15 +80,40 @@ def apply_changes(text: str | None, changes: dict[str, str | None]) -> tuple[str
     return render_map(entries), previous
 
 
+# Several moves at once share one front (step 4 moves accounts concurrently): a read-modify-write of a map could
+# write back an entry another move had just changed, e.g. leave a switched account on the maintenance page. So the
+# write is a compare-and-swap under flock(1) on the host: it lands only if the file is still what was read.
+_MAP_SWAP = (
+    'exec 9>>"$1.lock" && flock 9 || exit 5; '
+    'if [ -e "$1" ]; then current=$(sha256sum < "$1" | cut -c1-64); else current=none; fi; '
+    '[ "$current" = "$2" ] || exit 4; '
+    'tmp="$1.hm-swap.$$"; cat > "$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$1"'
+)
+SWAP_DEADLINE_S = 60.0
+
+
 def update_map(
     host: Host, path: str, changes: dict[str, str | None], check_mode: bool = False
 ) -> dict[str, str | None]:
     """Apply ``changes`` to the map file at ``path`` on ``host``; return the previous value of each changed entry."""
-    text = host.read_text(path)
-    new_text, previous = apply_changes(text, changes)
-    if previous and not check_mode:
-        host.write_text(path, new_text)
-    return previous
+    deadline = time.monotonic() + SWAP_DEADLINE_S
+    attempt = 0
+    while time.monotonic() < deadline:
+        if attempt:
+            # Lost the race: step back a random moment so the contenders do not collide again in lockstep.
+            time.sleep(random.uniform(0, 0.01 * min(attempt, 20)))
+        attempt += 1
+        text = host.read_text(path)
+        new_text, previous = apply_changes(text, changes)
+        if not previous or check_mode:
+            return previous
+        expected = "none" if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+        rc, out, err = host.run(["sh", "-c", _MAP_SWAP, "sh", path, expected], input=new_text)
+        if rc == 0:
+            return previous
+        if rc != 4:
+            raise HostError(f"cannot write {path} on {host.name} (exit {rc}): {(err or out).strip()[:500]}")
+    raise HostError(f"{path} on {host.name} kept changing under concurrent updates for {SWAP_DEADLINE_S:.0f} s")
 
 
 def reload_nginx(host: Host) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from ansible_collections.hosting.migration.plugins.module_utils import webfront
+from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost
 
 
 @pytest.mark.parametrize("value", ["maintenance", "10.77.0.11:80", "[2001:db8::1]:8080"])
@@ -47,3 +50,27 @@ def test_unchanged_entries_are_not_reported():
 def test_a_map_line_nginx_would_misread_is_an_error():
     with pytest.raises(ValueError, match="unexpected line"):
         webfront.parse_map("a.test 10.0.0.1:80\n")
+
+
+def test_concurrent_map_updates_lose_no_entry(tmp_path):
+    """Moves running at once each change their own domains in the one front map: every change must land (a plain
+    read-modify-write loses some, which once left a switched account on the maintenance page)."""
+    path = str(tmp_path / "backends.map")
+    host = LocalHost()
+
+    def move(worker):
+        for step in range(15):
+            webfront.update_map(host, path, {f"site{worker}-{step}.test": "maintenance"})
+            webfront.update_map(host, path, {f"site{worker}-{step}.test": "10.77.0.11:80"})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(move, range(8)))
+    with open(path, encoding="utf-8") as handle:
+        entries = webfront.parse_map(handle.read())
+    assert entries == {f"site{w}-{s}.test": "10.77.0.11:80" for w in range(8) for s in range(15)}
+
+
+def test_a_map_update_in_check_mode_writes_nothing(tmp_path):
+    path = tmp_path / "backends.map"
+    previous = webfront.update_map(LocalHost(), str(path), {"a.test": "maintenance"}, check_mode=True)
+    assert previous == {"a.test": None} and not path.exists()
