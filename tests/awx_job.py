@@ -40,6 +40,19 @@ def credential_type(name: str) -> dict:
     return next(ct for ct in OBJECTS["hosting_awx_credential_types"] if ct["name"] == name)
 
 
+def workflow_chain() -> list[str]:
+    """The workflow's nodes in the order they run: job template names, `approval` for an approval node."""
+    nodes = OBJECTS["hosting_awx_workflow"]["nodes"]
+    by_id = {node["identifier"]: node for node in nodes}
+    chain = [nodes[0]["identifier"]]
+    while by_id[chain[-1]]["related"]["success_nodes"]:
+        chain.append(by_id[chain[-1]]["related"]["success_nodes"][0]["identifier"])
+    if len(chain) != len(nodes):
+        raise AssertionError("the workflow's nodes are not all on one chain")
+    templates = [by_id[i]["unified_job_template"] for i in chain]
+    return [t["name"] if t["type"] == "job_template" else "approval" for t in templates]
+
+
 def survey_vars(spec: list[dict], answers: dict) -> dict:
     """The extra vars AWX derives from a survey and the launch's answers, or SurveyError as AWX refuses them."""
     result = {}

@@ -33,7 +33,9 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name
 
 ENGINES = ("mariadb", "postgresql")
-METHODS = ("dump",)
+METHODS = ("dump", "live")
+# Engines with a live method (replication from the pre-copy on); the others use dump whatever is asked.
+LIVE_ENGINES = ("postgresql",)
 # What follows `<account>_` in a database, user or role name the collection will touch.
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9_]{1,63}")
 # Stderr kept per failed stage in an error message: the tools put the reason in their last lines.
@@ -456,8 +458,14 @@ def database_copy(
     postgres.endpoint()); tmpdir is a private directory (module.tmpdir) for credential files."""
     if method not in METHODS:
         raise ValueError(f"unknown database copy method {method!r}; known: {', '.join(METHODS)}")
+    if engine not in LIVE_ENGINES and method == "live":
+        raise ValueError(f"{engine} has no live method yet")
     if engine == "mariadb":
         from ansible_collections.hosting.migration.plugins.module_utils.mariadb import MariaDBDumpCopy as implementation
+    elif engine == "postgresql" and method == "live":
+        from ansible_collections.hosting.migration.plugins.module_utils.pg_live import (
+            PostgresLiveCopy as implementation,
+        )
     elif engine == "postgresql":
         from ansible_collections.hosting.migration.plugins.module_utils.postgres import (
             PostgresDumpCopy as implementation,

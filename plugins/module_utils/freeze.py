@@ -44,6 +44,30 @@ def end_sessions(host: Host, uid: int) -> None:
         raise RuntimeError(f"could not end the sessions of uid {uid} on {host.name}: {err.strip()}")
 
 
+def hold_logins(host: Host, held_dir: str, account: str) -> bool:
+    """Expire the account's user so no new login starts (ssh, sftp, su and cron all check expiry through PAM)
+    until release_logins; its previous expiry date is kept in held_dir. True if this call took the hold."""
+    script = (
+        'f="$2/$1.expiry"; held=0; '
+        'if [ ! -e "$f" ]; then held=1; previous=$(getent shadow "$1" | cut -d: -f8); mkdir -p -m 0700 "$2" && '
+        'printf "%s\\n" "${previous:--1}" > "$f.new" && mv -f "$f.new" "$f" || exit 1; fi; '
+        # Day 1 (1970-01-02): day 0 is read as "never expires" by some tools.
+        'chage -E 1 "$1" || exit 1; [ "$held" = 1 ] || exit 3'
+    )
+    rc, _out, err = host.run(["sh", "-c", script, "sh", account, held_dir])
+    if rc == 3:
+        return False
+    if rc != 0:
+        raise RuntimeError(f"could not hold the logins of {account} on {host.name}: {err.strip()}")
+    return True
+
+
+def release_logins(host: Host, held_dir: str, account: str) -> None:
+    """Give the user back the expiry date it had before hold_logins (none held: nothing to do)."""
+    script = 'f="$2/$1.expiry"; test -e "$f" || exit 0; chage -E "$(cat "$f")" "$1" && rm -f "$f"'
+    run_checked(host, ["sh", "-c", script, "sh", account, held_dir])
+
+
 def hold_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> bool:
     """Move the account's crontab aside so no job starts during the move; True if there was one."""
     script = 'test -e "$1" || exit 3; mkdir -p -m 0700 "$2" && mv -f "$1" "$2/"'

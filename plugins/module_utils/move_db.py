@@ -63,11 +63,18 @@ class DatabaseSide:
     def databases(self, engine: str) -> list[str]:
         return self._lib(engine).account_databases(self.connection(engine, "source"), self.account)
 
+    def method_of(self, engine: str) -> str:
+        """`auto` and `live` mean live where the engine has a live method (which itself falls back to dump, per
+        database, where its prerequisites do not hold); dump elsewhere."""
+        if self.method == "dump" or engine not in dbcopy.LIVE_ENGINES:
+            return "dump"
+        return "live"
+
     def copier(self, engine: str) -> dbcopy.DatabaseCopy:
         source, destination = self.engines[engine]
         return dbcopy.database_copy(
             engine,
-            "dump" if self.method == "auto" else self.method,
+            self.method_of(engine),
             source,
             destination,
             self.account,
@@ -100,9 +107,37 @@ class DatabaseSide:
                     f"({'.'.join(map(str, source))}); a copy could use features it lacks"
                 )
 
-    def precopy(self, entry: dict, progress: Callable[..., None]) -> None:
+    def precopy(self, entry: dict, progress: Callable[..., None]) -> dict:
+        """The live methods start replicating here; what each engine did (and why not live, if so)."""
+        started = {}
         for engine in self.engines:
-            self.copier(engine).precopy(progress)
+            copier = self.copier(engine)
+            try:
+                started[engine] = copier.precopy(progress)
+            except Exception:
+                # A half-started replication must not stay behind a failed move.
+                try:
+                    self.drop_replication(engine)
+                except Exception:  # the first failure is the news; a re-run drops what is left
+                    pass
+                raise
+            finally:
+                copier.cleanup()
+        return started
+
+    def drop_replication(self, engine: str | None = None) -> None:
+        """Remove whatever replication a live method set up for the account (subscriptions, slots,
+        publications); nothing for the dump method. Idempotent."""
+        for name in [engine] if engine else list(self.engines):
+            copier = self.copier(name)
+            drop = getattr(copier, "drop_replication", None)
+            if drop is None:
+                continue
+            try:
+                for database in self.databases(name):
+                    drop(database)
+            finally:
+                copier.cleanup()
 
     def freeze_source(self, entry: dict, previous: dict | None) -> dict:
         """Lock the account's DB users and end their sessions on the source; what to undo, per engine."""
@@ -138,7 +173,7 @@ class DatabaseSide:
             finally:
                 copier.cleanup()
             for name, info in result.get("databases", {}).items():
-                copied[name] = dict(info, engine=engine)
+                copied[name] = {"method": result.get("method"), **info, "engine": engine}
         return copied
 
     def checksums(self, engine: str, side: str) -> dict:

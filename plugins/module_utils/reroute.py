@@ -428,6 +428,8 @@ class Rerouter:
         probe_port: int = 80,
         wait_timeout: float = 30,
         clock: Callable[[], float] = time.monotonic,
+        local_settle: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.backend = backend
         self.local = local
@@ -436,6 +438,8 @@ class Rerouter:
         self.probe_port = probe_port
         self.wait_timeout = wait_timeout
         self.clock = clock
+        self.local_settle = local_settle
+        self.sleep = sleep
 
     def read_record(self) -> dict[str, Any] | None:
         """The stored record, checked; None if there is none."""
@@ -579,10 +583,7 @@ class Rerouter:
                 self.local.add(address, self.interface)
                 added.append(address)
             for address in plan.routes:
-                if not self.local.answers(address, self.probe_port):
-                    raise RerouteError(
-                        f"{address} does not answer on port {self.probe_port} on this server: the route stays"
-                    )
+                self._check_answers_here(address)
             if plan.routes:
                 self._switch(plan, plan.routes, result)
         except RerouteError:
@@ -590,6 +591,20 @@ class Rerouter:
                 self._undo_add(added)
                 self._save(plan.record)
             raise
+
+    def _check_answers_here(self, address: str) -> None:
+        """The address must answer here before the network is pointed at it. A few seconds' grace: a listener
+        being reloaded at that moment refuses a connection or two."""
+        deadline = self.clock() + self.local_settle
+        while not self.local.answers(address, self.probe_port):
+            if self.clock() >= deadline:
+                where = self.local.present().get(address)
+                state = f"configured on {where}" if where else "no longer configured here"
+                raise RerouteError(
+                    f"{address} does not answer on port {self.probe_port} on this server within "
+                    f"{self.local_settle:g} s ({state}): the route stays"
+                )
+            self.sleep(0.1)
 
     def _routes_here(self, plan: Plan) -> bool:
         """After a failure: whether any requested address may still be delivered here (then it must stay)."""

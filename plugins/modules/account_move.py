@@ -17,6 +17,9 @@ description:
   - Before the switch every file (content hash, mode, owner, ACLs, xattrs, hard links) and every table (row count
     and an order-independent content hash computed on both servers) is compared. Any difference fails the move
     before the switch and thaws the source, so the account stays served by it.
+  - The freeze puts the account's domains on the maintenance page, takes write access from its database users,
+    holds its mail delivery and crontab, expires its system user (no new ssh, sftp, su or cron login) and ends its
+    processes. The side the account leaves stays frozen; the side it arrives on is thawed.
   - The switch edits the nginx map of the server that holds the public IPs (the I(front)); DNS is not touched.
   - If the module is killed while the account is frozen, a guardian process thaws the source. A re-run converges.
   - O(state=rolled_back) brings an account back to this server, its original home, from the server that serves it
@@ -156,9 +159,17 @@ options:
     type: bool
     default: false
   db_method:
-    description: How databases travel; V(auto) picks the fastest method whose prerequisites hold.
+    description:
+      - How databases travel. V(dump) copies them while the account is frozen (downtime grows with size).
+      - V(live) (PostgreSQL) replicates them from the pre-copy on (publication on the source, subscription here)
+        and only catches up while frozen; a database whose prerequisites do not hold (C(wal_level=logical) on the
+        source, free replication slots and WAL senders, the destination server on this host) or whose tables
+        changed since the pre-copy travels by dump, and RV(db_precopy) or RV(databases) says why. Nothing of the
+        replication is left after the move, a failed move or a rollback.
+      - V(auto) is V(live) where the engine has a live method (PostgreSQL) and V(dump) elsewhere (MariaDB).
+      - With O(precopy_only=true) no replication starts (it would hold the source's WAL until the move).
     type: str
-    choices: [auto, dump]
+    choices: [auto, live, dump]
     default: auto
   db_parallel:
     description: Tables copied at once.
@@ -244,9 +255,17 @@ bytes:
   type: dict
   sample: {files: 1048576, databases: 20971520}
 databases:
-  description: Per database, seconds, bytes and tables copied.
+  description:
+    - Per database, seconds, bytes, its engine and the method that carried it (V(live) or V(dump)); for V(live),
+      C(catch_up_seconds) inside the freeze; for a database that fell back to V(dump), C(live_problem).
   returned: when databases were copied
   type: dict
+db_precopy:
+  description: Per engine, what the pre-copy started - C(method), and C(live_problems) where the live method
+    could not run.
+  returned: when the move ran its pre-copy
+  type: dict
+  sample: {postgresql: {method: dump, live_problems: ["wal_level on the source is replica, not logical"]}}
 plan:
   description: In check mode, what would be copied and the estimated downtime.
   returned: check mode
@@ -333,7 +352,7 @@ def argument_spec() -> dict:
             "options": {key: {"type": "path", "default": value} for key, value in PATH_DEFAULTS.items()},
         },
         "precopy_only": {"type": "bool", "default": False},
-        "db_method": {"type": "str", "choices": ["auto", "dump"], "default": "auto"},
+        "db_method": {"type": "str", "choices": ["auto", "live", "dump"], "default": "auto"},
         "db_parallel": {"type": "int", "default": 2},
         "before_verify_command": {"type": "list", "elements": "str"},
         "force": {"type": "bool", "default": False},
@@ -509,7 +528,10 @@ class AccountMove:
         with self.phase("precopy"):
             created_user = self.files.ensure_user(entry)
             self.result["bytes"]["precopy"] = self.files.pull(self.progress)
-            self.databases.precopy(entry, self.progress)
+            # A refresh only (steps 3 and 6) starts no replication: a slot kept open for days would hold the
+            # source's WAL. The move itself starts it, minutes before its freeze.
+            if not self.module.params["precopy_only"]:
+                self.result["db_precopy"] = self.databases.precopy(entry, self.progress)
         self.result["changed"] = True
         if self.module.params["precopy_only"]:
             # A refresh that found everything already here changed nothing.
@@ -547,6 +569,7 @@ class AccountMove:
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
             # Coming back to a side this account once left: that move's hold ends here.
             freeze.release_mail(self.local, self.paths["mail_hold_dir"], self.account)
+            freeze.release_logins(self.local, self.held_dir(), self.account)
         # The source stays frozen on purpose (its copy must not diverge); the freeze record was for a thaw of a
         # failed move and is spent: a later move must not take it for its own.
         self.record.update(
@@ -628,6 +651,8 @@ class AccountMove:
         if freeze.hold_mail(self.remote, self.paths["mail_hold_dir"], self.account):
             self.record["mail_held"] = True
             self.save()
+        # Logins held before the sessions end, so none starts between the kill and the copy.
+        freeze.hold_logins(self.remote, self.held_dir(), self.account)
         freeze.end_sessions(self.remote, entry["uid"])
         if freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account):
             self.record["cron_held"] = True
@@ -650,8 +675,15 @@ class AccountMove:
             freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
         if self.record.get("mail_held"):
             freeze.release_mail(self.remote, self.paths["mail_hold_dir"], self.account)
+        # A serving side holds no login hold of an older move (arrival releases it), so any hold here is ours.
+        freeze.release_logins(self.remote, self.held_dir(), self.account)
         self.record.update(status="failed", web_freeze={}, db_freeze={}, cron_held=False, mail_held=False)
         self.save()
+        # The account is served again; a failed move leaves no replication behind (a re-run starts it afresh).
+        try:
+            self.databases.drop_replication()
+        except Exception as error:  # the thaw itself succeeded; a re-run or rollback retries the drop
+            self.module.warn(f"could not remove the database replication of the failed move: {error}")
 
     def verify(self, entry: dict) -> None:
         self.progress("verify")

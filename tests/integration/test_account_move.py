@@ -38,6 +38,12 @@ def journal_state(host, account):
     return json.loads(out)
 
 
+def can_log_in(host, account):
+    """A login through PAM's account stack (as sshd and cron do; runuser skips it)."""
+    result = in_host(host, f"su -s /bin/sh -c 'exit 0' {account}", check=False)
+    return result.returncode == 0
+
+
 @pytest.fixture(scope="module")
 def transit(lab):
     """Every seeded account at home on the client (a fresh lab if an earlier run moved one), and what step 3
@@ -135,6 +141,7 @@ def test_rollback_brings_home_what_was_written_on_transit(transit, mariadb):
     finally:
         in_host("client", "rm -f /home/alice/www/alice-shop.test/where.txt")
     assert journal_state("client", "alice")["location"] == "client"
+    assert can_log_in("client", "alice") and not can_log_in("transit", "alice"), "logins follow the account"
     # A second rollback has nothing to do.
     assert "changed=0" in playbook("rollback.yml", "-e", "account=alice").stdout.split("PLAY RECAP")[1]
 
@@ -187,6 +194,7 @@ def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_co
             state = {}  # read while being replaced
         if state.get("pid") != earlier.get("pid") and state.get("phase") == "databases":
             pid = state["pid"]
+            frozen_login = can_log_in("client", "dave")
             in_host("transit", f"kill -KILL {pid}")
             break
         time.sleep(0.05)
@@ -194,12 +202,15 @@ def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_co
     assert pid, "the move never reached the database phase"
     time.sleep(2)  # the guardian notices the pipe close at once; give nginx its reload
     assert_served_by_client("dave-data.test", "Dave's Data")
+    assert not frozen_login, "dave could log in on the client while frozen"
+    assert can_log_in("client", "dave"), "the guardian's thaw left dave unable to log in on the client"
     users = {u["name"]: u["password"] for u in SEED["accounts"]["dave"]["db_users"] if u["engine"] == "mariadb"}
     with mariadb("client", user="dave", password=users["dave"], database="dave_data").cursor() as cur:
         cur.execute("INSERT INTO measurements (sensor, taken_at, value, payload) VALUES (1, NOW(), 1, 'after kill')")
     playbook("step4_migrate.yml", "-e", "account=dave")
     assert_account_identical("dave", mariadb, postgresql)
     assert "dave-data.test 10.77.0.11:80;" in front_map("client")
+    assert can_log_in("transit", "dave") and not can_log_in("client", "dave"), "logins follow the account"
 
 
 def test_hostile_account_names_are_refused_before_anything_runs(transit):

@@ -109,17 +109,6 @@ def as_awx_job(argv):
     return argv[1], answers
 
 
-def workflow_chain():
-    """The AWX workflow's nodes in order: job template names, `approval` for an approval node."""
-    nodes = {node["identifier"]: node for node in awx_job.OBJECTS["hosting_awx_workflow"]["nodes"]}
-    chain = [awx_job.OBJECTS["hosting_awx_workflow"]["nodes"][0]["identifier"]]
-    while nodes[chain[-1]]["related"]["success_nodes"]:
-        chain.append(nodes[chain[-1]]["related"]["success_nodes"][0]["identifier"])
-    assert len(chain) == len(nodes), "every node on one chain"
-    templates = [nodes[i]["unified_job_template"] for i in chain]
-    return [t["name"] if t["type"] == "job_template" else "approval" for t in templates]
-
-
 def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgresql, tmp_path):
     run([LAB, "reset"])
     # Each step runs as AWX runs it (issue 6): its job template through ansible-runner, the secrets injected by
@@ -159,7 +148,8 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
         if name.startswith("step 5:"):
             write_on_transit(mariadb)
     # The demo's order is the AWX workflow's, the customers' fixes where its approval node waits.
-    assert [t for i, t in enumerate(launched) if t != "approval" or launched[i - 1] != "approval"] == workflow_chain()
+    demo_order = [t for i, t in enumerate(launched) if t != "approval" or launched[i - 1] != "approval"]
+    assert demo_order == awx_job.workflow_chain()
     awx_job.assert_no_secret_in_artifacts(awx)
 
     # Nothing lost on the way to transit: what changed there is only what the test and carol wrote.

@@ -4,8 +4,8 @@ packets are dropped at random for the whole move. The move rides it out or fails
 hanging; either way one side serves the account with everything, and a re-run converges. A slow lossy link (5 %
 loss, plus 20 ms each way through a delaying proxy: this kernel has no netem) only slows a move down.
 
-The short suite cuts for 5 s in the database phase; `make test-long` cuts for 30 s in the pre-copy (rsync) and in
-the database phase, and runs a whole move over the slow lossy link."""
+All in `make test-long` (make test's rsync tests cut a connection too): 5 s in the database phase, 30 s in the
+pre-copy (rsync) and in the database phase, and a whole move over the slow lossy link."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def fresh(lab):
 @pytest.mark.parametrize(
     ("phase", "seconds"),
     [
-        ("databases", 5),
+        pytest.param("databases", 5, marks=pytest.mark.long),
         pytest.param("precopy", 30, marks=pytest.mark.long),
         pytest.param("databases", 30, marks=pytest.mark.long),
     ],

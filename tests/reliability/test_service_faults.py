@@ -1,7 +1,7 @@
 """Faults of the destination's services and disk in the middle of a move, and links that point out of a home
 (issue 7). After each: a clear failure (or a move that rode it out), the source untouched and serving, and a
-re-run, once the service is back, that converges with nothing lost. The short suite kills MariaDB; `make
-test-long` also kills PostgreSQL and terminates its copy sessions.
+re-run, once the service is back, that converges with nothing lost. The short suite kills MariaDB and
+follows links; `make test-long` also kills PostgreSQL, terminates its copy sessions and fills the disk.
 
 dave (both engines, the largest databases) takes the database faults, moving the other way each time (step 4 to
 transit, the rollback home); alice fills a small disk; bob carries the links."""
@@ -92,6 +92,7 @@ def test_a_destination_database_fault_fails_clearly_and_a_rerun_converges(
     assert (lost2, unexpected2) == ([], []), f"{fault}: the destination lost {lost2}, gained {unexpected2}"
 
 
+@pytest.mark.long
 def test_a_full_destination_disk_fails_clearly_leaves_no_partial_file_and_the_source_serves(
     fresh, mariadb, postgresql, record_property
 ):

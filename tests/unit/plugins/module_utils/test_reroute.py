@@ -285,7 +285,14 @@ class FakeLocal(LocalAddresses):
     def __init__(self, log, present=(), answers=True):
         self.log = log
         self.addresses = dict.fromkeys(present, "lo")
-        super().__init__(run=self.fake_ip, answers=lambda address, port: answers)
+        # answers: True/False always, or how many attempts fail before the address answers.
+        self.attempts = 0
+
+        def answer(address, port):
+            self.attempts += 1
+            return answers if isinstance(answers, bool) else self.attempts > answers
+
+        super().__init__(run=self.fake_ip, answers=answer)
 
     def fake_ip(self, argv):
         if argv[:3] == ["ip", "-j", "addr"]:
@@ -322,7 +329,7 @@ def rig(backend_kwargs=None, local_kwargs=None):
     backend = FakeBackend(log, **(backend_kwargs or {}))
     local = FakeLocal(log, **(local_kwargs or {}))
     journal = FakeJournal()
-    return log, backend, local, journal, Rerouter(backend, local, journal)
+    return log, backend, local, journal, Rerouter(backend, local, journal, local_settle=0)
 
 
 def test_reroute_adds_first_then_routes_then_waits_and_records_the_previous_delivery():
@@ -378,11 +385,30 @@ def test_reroute_of_an_address_already_here_without_record_warns_and_records_not
 
 def test_no_route_moves_when_the_address_does_not_answer_here():
     log, backend, local, journal, rerouter = rig(local_kwargs={"answers": False})
-    with pytest.raises(RerouteError, match="does not answer on port 80 on this server: the route stays"):
+    with pytest.raises(RerouteError, match="does not answer on port 80 on this server within 0 s"):
         rerouter.execute(rerouter.plan("rerouted", [V4, V6]))
     assert backend.state == {V4: {"to": "client"}, V6: {"to": "client"}}
     assert log == [("add", V4), ("add", V6), ("del", V6), ("del", V4)]
     assert RECORD_NAME not in journal.records
+
+
+def test_an_address_that_answers_here_after_a_moment_is_rerouted():
+    log, backend, local, journal, _rerouter = rig(local_kwargs={"answers": 3})
+    now = [0.0]
+    rerouter = Rerouter(backend, local, journal, local_settle=5, clock=lambda: now[0],
+                        sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
+    rerouter.execute(rerouter.plan("rerouted", [V4]))
+    assert backend.state[V4] == {"to": "transit"} and local.attempts == 4
+
+
+def test_an_address_that_never_answers_here_fails_after_the_grace_and_says_where_it_is():
+    log, backend, local, journal, _rerouter = rig(local_kwargs={"answers": False})
+    now = [0.0]
+    rerouter = Rerouter(backend, local, journal, local_settle=5, clock=lambda: now[0],
+                        sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
+    with pytest.raises(RerouteError, match=r"within 5 s \(configured on lo\): the route stays"):
+        rerouter.execute(rerouter.plan("rerouted", [V4]))
+    assert backend.state[V4] == {"to": "client"} and 45 <= local.attempts <= 52
 
 
 def test_a_route_change_failing_halfway_switches_back():

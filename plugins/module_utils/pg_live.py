@@ -1,0 +1,410 @@
+# Copyright: hosting.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The live method for PostgreSQL: logical replication takes the database copy out of the downtime window.
+
+While the account runs (precopy): roles, then per database the schema (pg_dump | pg_restore, indexes included),
+a publication of its tables on the source (tables without a primary key get REPLICA IDENTITY FULL, so their updates
+and deletes replicate; the publication's comment records them to undo) and a subscription on the destination whose
+initial sync copies the rows. At the freeze (copy): wait until the source's slot confirms the source's current WAL
+position, carry the sequences over, drop subscription, slot and publication, undo the replica identities. Downtime
+is the catch-up, not the size.
+
+Where a prerequisite does not hold (wal_level, free slots and WAL senders, the destination server on this host so
+its pass file can be read by it), or a database changed shape since the pre-copy, that database travels by the dump
+method and the result says why. The subscription's connection string names a pass file in the destination server's
+OS user's home, never a password, so no statement log or catalog ever holds one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import time
+from typing import Any
+
+from ansible_collections.hosting.migration.plugins.module_utils.dbcopy import CopyError, Progress, write_private_file
+from ansible_collections.hosting.migration.plugins.module_utils.postgres import (
+    _USER_RELATIONS,
+    PostgresDumpCopy,
+    _conninfo_value,
+    _identifier,
+    _query,
+    server_version,
+)
+
+try:
+    from psycopg2 import sql
+except ImportError:  # account_move reports the missing driver (postgres.HAS_DRIVER) before any copy starts
+    sql = None
+
+# Replication object names: lower-case letters, digits, underscore, at most 63 characters.
+_NAME_RE = re.compile(r"[a-z0-9_]{1,60}")
+# Initial sync: fail when no table finished for this long. Catch-up at freeze: bounded wait, then the dump method.
+SYNC_STALL_S = 600.0
+CATCH_UP_S = 30.0
+_POLL_S = 0.05
+NOT_STARTED = "no replication was set up in the pre-copy"
+
+
+def _tables(conn: Any) -> list[list[str]]:
+    """The database's user tables as sorted [schema, name] pairs (the publication's record keeps the same)."""
+    return sorted(
+        [schema, name] for schema, name in _query(conn, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["r"],))
+    )
+
+
+def replication_name(database: str) -> str:
+    """The publication, subscription and slot of one database (the same name on both servers)."""
+    if _NAME_RE.fullmatch(database):
+        return f"hm_{database}"
+    return "hm_" + hashlib.sha256(database.encode()).hexdigest()[:32]
+
+
+class PostgresLiveCopy(PostgresDumpCopy):
+    method = "live"
+    # Downtime is the catch-up and the verification, not the copy: bench/account_move_db.py measures it.
+    SECONDS_PER_GB = 0.0
+    CATCH_UP_SECONDS = 3.0
+
+    # ---- prerequisites -----------------------------------------------------------------------------------------
+
+    def live_problems(self, source: Any, destination: Any, databases: list[str]) -> list[str]:
+        """Why the live method cannot run here (empty if it can)."""
+        problems = []
+        wal_level = _query(source, "SHOW wal_level")[0][0]
+        if wal_level != "logical":
+            problems.append(f"wal_level on the source is {wal_level}, not logical (step 3 sets it)")
+        slots_free, senders_free = _query(
+            source,
+            "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
+            "current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)",
+        )[0]
+        # One slot per database, plus the initial sync's temporary slots (max_sync_workers_per_subscription: 2).
+        needed = sum(1 for d in databases if not self._has_slot(source, d)) + 2
+        if needed > min(slots_free, senders_free):
+            problems.append(
+                f"the source has {slots_free} free replication slot(s) and {senders_free} free WAL sender(s); "
+                f"{len(databases)} database(s) need {needed}"
+            )
+        if not _query(source, "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user")[0][0]:
+            problems.append(f"{self.source.user} on the source may not replicate")
+        if server_version(source) < (10,):
+            problems.append("the source runs PostgreSQL before 10 (no logical replication)")
+        if self._server_home(destination) is None:
+            problems.append(
+                "the destination PostgreSQL does not run on this host: its subscription could read a pass file only "
+                "here, and a password in its connection string would reach catalogs and statement logs"
+            )
+        return problems
+
+    def _has_slot(self, source: Any, database: str) -> bool:
+        name = replication_name(database)
+        return bool(_query(source, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)))
+
+    def _server_home(self, destination: Any) -> str | None:
+        """The home of the destination server's OS user, if that server runs on this host: its postmaster.pid,
+        read here and by the server itself, is the same (a data directory at the same path elsewhere is not)."""
+        data_directory = _query(destination, "SHOW data_directory")[0][0]
+        try:
+            with open(os.path.join(data_directory, "postmaster.pid"), encoding="utf-8") as handle:
+                here = handle.read()
+            owner = os.stat(data_directory).st_uid
+        except OSError:
+            return None
+        if _query(destination, "SELECT pg_read_file('postmaster.pid')")[0][0] != here:
+            return None
+        return pwd.getpwuid(owner).pw_dir
+
+    # ---- the interface -----------------------------------------------------------------------------------------
+
+    def plan(self) -> dict:
+        plan = super().plan()
+        with self.connected("source") as source, self.connected("destination") as destination:
+            reasons = self.live_problems(source, destination, list(plan["databases"]))
+        if reasons:
+            plan.update(method="dump", live_problems=reasons)
+            plan["estimated_seconds"] = round(1 + plan["bytes"] / 2**30 * PostgresDumpCopy.SECONDS_PER_GB, 1)
+        else:
+            plan["estimated_seconds"] = self.CATCH_UP_SECONDS
+        return plan
+
+    def precopy(self, progress: Progress) -> dict:
+        self.write_credentials()
+        with self.connected("source") as source, self.connected("destination") as destination:
+            databases = self.databases(source)
+            reasons = self.live_problems(source, destination, databases)
+            if reasons:
+                return {"method": "dump", "live_problems": reasons}
+            self._step("copying users", lambda: self.copy_users(source, destination))
+            started = {}
+            for database in databases:
+                started[database] = self._step(
+                    f"starting the replication of {database}", lambda d=database: self._start(d, source, destination)
+                )
+        self._wait_for_sync(databases, progress)
+        return {"method": "live", "databases": started}
+
+    def _start(self, database: str, source: Any, destination: Any) -> str:
+        """Publication and subscription for one database; an existing pair (a re-run) is kept as it is."""
+        name = replication_name(database)
+        if self._subscription_exists(database) and self._publication(database) is not None:
+            return "resumed"
+        self.drop_replication(database)
+        self.prepare_database(database, source, destination)
+        # Everything post-data too: the apply worker finds rows by the primary key's index.
+        destination_db = self._destination_db(database)
+        self.run([self._restore_stage(database, "post-data", destination_db, f"--jobs={self.parallel}")])
+        self._archives.pop(database, None)
+        with self.connected("source", database) as conn:
+            tables = _tables(conn)
+            keyless = [
+                [schema, table]
+                for schema, table in _query(
+                    conn,
+                    "SELECT n.nspname, c.relname "
+                    f"{_USER_RELATIONS} AND c.relreplident IN ('d', 'n') "
+                    "AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)",
+                    (["r"],),
+                )
+            ]
+            for schema, table in keyless:
+                _query(conn, sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_identifier(schema, table)))
+            published = sql.SQL(", ").join(_identifier(schema, table) for schema, table in tables)
+            if tables:
+                _query(conn, sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), published))
+            else:
+                _query(conn, sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name)))
+            record = json.dumps({"replica_identity_full": keyless, "tables": tables})
+            _query(conn, sql.SQL("COMMENT ON PUBLICATION {} IS %s").format(sql.Identifier(name)), (record,))
+        passfile = self._subscription_passfile(destination, name)
+        conninfo = " ".join(
+            f"{key}={_conninfo_value(value)}"
+            for key, value in {
+                "host": self.source.host,
+                "port": str(self.source.port),
+                "user": self.source.user,
+                "dbname": database,
+                "passfile": passfile,
+                "connect_timeout": "10",
+            }.items()
+        )
+        with self.connected("destination", database) as conn:
+            _query(
+                conn,
+                sql.SQL(
+                    "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (slot_name = {}, copy_data = true)"
+                ).format(sql.Identifier(name), sql.Literal(conninfo), sql.Identifier(name), sql.Literal(name)),
+            )
+        return "started"
+
+    def _subscription_passfile(self, destination: Any, name: str) -> str:
+        """The source's pass line in a 0600 file of the destination server's OS user: its apply and sync workers
+        read it; the subscription names the file, never the password."""
+        home = self._server_home(destination)
+        if home is None:
+            raise CopyError("the destination PostgreSQL does not run on this host")
+        directory = os.path.join(home, ".hosting-migration")
+        owner = os.stat(home)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chown(directory, owner.st_uid, owner.st_gid)
+        path = write_private_file(directory, f"{name}.pgpass", self.source.passfile())
+        os.chown(path, owner.st_uid, owner.st_gid)
+        return path
+
+    def _wait_for_sync(self, databases: list[str], progress: Progress) -> None:
+        """Until every table of every subscription is ready; progress in tables."""
+        last_change, last_done = time.monotonic(), -1
+        while True:
+            done = total = 0
+            for database in databases:
+                with self.connected("destination", database) as conn:
+                    states = _query(
+                        conn,
+                        "SELECT r.srsubstate FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+                        "WHERE s.subname = %s",
+                        (replication_name(database),),
+                    )
+                done += sum(1 for (state,) in states if state == "r")
+                total += len(states)
+            progress("precopy", tables_done=done, tables_total=total)
+            if done == total:
+                return
+            if done != last_done:
+                last_change, last_done = time.monotonic(), done
+            elif time.monotonic() - last_change > SYNC_STALL_S:
+                raise CopyError(
+                    f"postgresql: the initial sync of the subscriptions finished no table in {SYNC_STALL_S:g} s "
+                    f"({done} of {total} ready); see the destination server's log"
+                )
+            time.sleep(0.5)
+
+    def copy(self, progress: Progress) -> dict:
+        started = time.monotonic()
+        self.write_credentials()
+        with self.connected("source") as source, self.connected("destination") as destination:
+            users = self._step("copying users", lambda: self.copy_users(source, destination))
+            databases = self.databases(source)
+            sizes = self.database_sizes(source, databases)
+            counters = {"bytes_done": 0, "bytes_total": sum(sizes.values()), "tables_done": 0, "tables_total": 0}
+            copied = {}
+            problems = None
+            for database in databases:
+                reason = self._not_live(database)
+                if reason == NOT_STARTED:
+                    # Say why it was not started (the pre-copy's reasons), when that is what happened.
+                    if problems is None:
+                        problems = self.live_problems(source, destination, databases)
+                    reason = "; ".join(problems) or reason
+                if reason is None:
+                    copied[database] = self._catch_up(database, sizes[database], counters, progress)
+                    reason = copied[database].pop("fallback", None)
+                if reason is not None:
+                    self.drop_replication(database)
+                    copied[database] = self._copy_database(
+                        database, sizes[database], source, destination, counters, progress
+                    )
+                    copied[database].update(method="dump", live_problem=reason)
+        return {
+            "engine": self.engine,
+            "method": self.method,
+            "seconds": round(time.monotonic() - started, 3),
+            "bytes": counters["bytes_total"],
+            "databases": copied,
+            "users": users,
+        }
+
+    def _not_live(self, database: str) -> str | None:
+        """Why this database cannot finish by catch-up (None: it can)."""
+        record = self._publication(database)
+        if record is None or not self._subscription_exists(database):
+            return NOT_STARTED
+        with self.connected("source", database) as conn:
+            tables = _tables(conn)
+        if tables != sorted(record.get("tables", [])):
+            return "its tables changed since the pre-copy"
+        with self.connected("destination", database) as conn:
+            waiting = _query(
+                conn,
+                "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid "
+                "WHERE s.subname = %s AND r.srsubstate <> 'r'",
+                (replication_name(database),),
+            )[0][0]
+        if waiting:
+            return f"{waiting} table(s) had not finished their initial sync"
+        return None
+
+    def _catch_up(self, database: str, size: int, counters: dict, progress: Progress) -> dict:
+        started = time.monotonic()
+        name = replication_name(database)
+        with self.connected("source", database) as source:
+            target = _query(source, "SELECT pg_current_wal_lsn()")[0][0]
+            deadline = started + CATCH_UP_S
+            while True:
+                caught_up = _query(
+                    source,
+                    "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+                    (target, name),
+                )
+                if caught_up and caught_up[0][0]:
+                    break
+                if time.monotonic() > deadline:
+                    return {"fallback": f"the subscription did not catch up with the source within {CATCH_UP_S:g} s"}
+                time.sleep(_POLL_S)
+            waited = time.monotonic() - started
+            with self.connected("destination", database) as destination:
+                self._copy_sequences(source, destination)
+        self.drop_replication(database)
+        counters["bytes_done"] += size
+        progress("databases", **counters)
+        return {
+            "seconds": round(time.monotonic() - started, 3),
+            "catch_up_seconds": round(waited, 3),
+            "bytes": size,
+            "method": "live",
+        }
+
+    def _copy_sequences(self, source: Any, destination: Any) -> None:
+        """Logical replication does not carry sequences: their values, from the frozen source."""
+        for schema, name in _query(source, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["S"],)):
+            target = _identifier(schema, name)
+            last_value, is_called = _query(source, sql.SQL("SELECT last_value, is_called FROM {}").format(target))[0]
+            _query(
+                destination,
+                "SELECT setval(%s::regclass, %s, %s)",
+                (target.as_string(destination), last_value, is_called),
+            )
+
+    # ---- what is left behind: nothing --------------------------------------------------------------------------
+
+    def _subscription_exists(self, database: str) -> bool:
+        name = replication_name(database)
+        with self.connected("destination") as conn:
+            return bool(_query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", (name,)))
+
+    def _publication(self, database: str) -> dict | None:
+        """The publication's own record (tables, replica identities it changed), None if there is none."""
+        try:
+            with self.connected("source", database) as conn:
+                rows = _query(
+                    conn,
+                    "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+                    (replication_name(database),),
+                )
+        except CopyError:
+            return None  # no such database on the source
+        if not rows:
+            return None
+        try:
+            record = json.loads(rows[0][0] or "{}")
+        except ValueError:
+            record = {}
+        return record if isinstance(record, dict) else {}
+
+    def drop_replication(self, database: str) -> None:
+        """Remove subscription, slot, publication and the replica identities the publication set; idempotent."""
+        name = replication_name(database)
+        with self.connected("destination") as conn:
+            on_destination = _query(
+                conn,
+                "SELECT d.datname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE s.subname = %s",
+                (name,),
+            )
+        for (subscription_db,) in on_destination:
+            with self.connected("destination", subscription_db) as conn:
+                identifier = sql.Identifier(name)
+                _query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(identifier))
+                # Detached from its slot first: the drop then never depends on reaching the source.
+                _query(conn, sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(identifier))
+                _query(conn, sql.SQL("DROP SUBSCRIPTION {}").format(identifier))
+        with self.connected("source") as conn:
+            deadline = time.monotonic() + 10
+            while _query(conn, "SELECT active FROM pg_replication_slots WHERE slot_name = %s AND active", (name,)):
+                if time.monotonic() > deadline:
+                    raise CopyError(f"postgresql: the replication slot {name} on the source is still in use")
+                time.sleep(_POLL_S)  # its WAL sender ends once the disabled subscription's worker has gone
+            _query(
+                conn,
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (name,),
+            )
+        record = self._publication(database)
+        if record is not None:
+            with self.connected("source", database) as conn:
+                current = _tables(conn)
+                for schema, table in record.get("replica_identity_full", []):
+                    if [schema, table] in current:
+                        target = _identifier(schema, table)
+                        _query(conn, sql.SQL("ALTER TABLE {} REPLICA IDENTITY DEFAULT").format(target))
+                _query(conn, sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+        self._remove_passfile(name)
+
+    def _remove_passfile(self, name: str) -> None:
+        with self.connected("destination") as conn:
+            home = self._server_home(conn)
+        if home is not None:
+            path = os.path.join(home, ".hosting-migration", f"{name}.pgpass")
+            if os.path.lexists(path):
+                os.unlink(path)

@@ -1,0 +1,187 @@
+"""account_move's live method for PostgreSQL (issue 8) against the lab: with wal_level=logical on the client, bob's
+bob_app replicates to transit from the pre-copy on while a writer keeps inserting, updating and deleting as bob
+(also in tags_nopk, a table without a primary key); the freeze only catches up. Every acknowledged write is on
+transit, the source and destination match by the test's own hashes, the sequences go on without collision, and no
+publication, subscription, slot, pass file or changed replica identity is left on either server. The rollback runs
+from transit, whose wal_level is replica: it falls back to the dump method, says why, and brings everything home.
+A move killed while the subscription syncs leaves nothing behind once re-run."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import psycopg2
+import pytest
+import yaml
+from conftest import LAB, REPO, run
+from lab_state import JOURNAL, in_host, playbook, postgresql_rows, start_playbook
+
+pytestmark = pytest.mark.lab
+
+SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text())
+BOB = {u["name"]: u["password"] for u in SEED["accounts"]["bob"]["db_users"]}
+
+
+def set_wal_level(lab, admin, host, level):
+    def admin_cursor():
+        conn = psycopg2.connect(host=lab.hosts[host].ipv4, user=admin[0], password=admin[1], dbname="postgres",
+                                connect_timeout=5)  # fmt: skip
+        conn.autocommit = True
+        return conn
+
+    conn = admin_cursor()
+    with conn.cursor() as cursor:
+        cursor.execute(f"ALTER SYSTEM SET wal_level = '{level}'")
+    conn.close()
+    in_host(host, "pg_ctlcluster 15 main restart")
+    conn = admin_cursor()
+    with conn.cursor() as cursor:
+        cursor.execute("SHOW wal_level")
+        assert cursor.fetchone()[0] == level
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def logical_client(lab, admin):
+    """bob at home on a client whose PostgreSQL can publish (what step 3 sets up); transit as step 3 leaves it."""
+    state = in_host("client", f"cat {JOURNAL}/accounts/bob/state.json 2>/dev/null || echo null").stdout
+    if (json.loads(state) or {}).get("location") not in (None, "client"):
+        run([LAB, "reset"])
+    in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
+    set_wal_level(lab, admin, "client", "logical")
+    yield lab
+    set_wal_level(lab, admin, "client", "replica")
+    run([LAB, "reset"])  # the writer changed bob's seeded rows: the modules after this one expect the seed
+
+
+def replication_left(postgresql) -> dict:
+    """Every trace of the live method on both servers: publications, slots, subscriptions, pass files, tables
+    whose replica identity is not the default."""
+    left = {}
+    with postgresql("client", database="bob_app").cursor() as cursor:
+        cursor.execute("SELECT pubname FROM pg_publication")
+        left["client publications"] = [r[0] for r in cursor.fetchall()]
+        cursor.execute("SELECT slot_name FROM pg_replication_slots")
+        left["client slots"] = [r[0] for r in cursor.fetchall()]
+        cursor.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relreplident <> 'd' "
+            "AND relnamespace = 'public'::regnamespace"
+        )
+        left["client replica identities"] = [r[0] for r in cursor.fetchall()]
+    with postgresql("transit").cursor() as cursor:
+        cursor.execute("SELECT subname FROM pg_subscription")
+        left["transit subscriptions"] = [r[0] for r in cursor.fetchall()]
+        cursor.execute("SELECT slot_name FROM pg_replication_slots")
+        left["transit slots"] = [r[0] for r in cursor.fetchall()]
+    left["transit pass files"] = in_host(
+        "transit", "ls -A /var/lib/postgresql/.hosting-migration 2>/dev/null || true"
+    ).stdout.split()
+    return left
+
+
+NOTHING_LEFT = {
+    "client publications": [],
+    "client slots": [],
+    "client replica identities": [],
+    "transit subscriptions": [],
+    "transit slots": [],
+    "transit pass files": [],
+}
+
+
+class Writer(threading.Thread):
+    """bob's application: every 20 ms an insert into visits, an update and a delete in tags_nopk, one transaction
+    each; acknowledged = committed. Refused writes (the freeze) reconnect and go on."""
+
+    def __init__(self, lab):
+        super().__init__(daemon=True)
+        self.lab, self.stop, self.visits, self.refused, self.n = lab, threading.Event(), [], 0, 0
+
+    def run(self):
+        conn = None
+        while not self.stop.is_set():
+            self.n += 1
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(host=self.lab.hosts["client"].ipv4, user="bob", password=BOB["bob"],
+                                            dbname="bob_app", connect_timeout=3)  # fmt: skip
+                with conn, conn.cursor() as cursor:
+                    cursor.execute("INSERT INTO visits (plant_id, at, note) VALUES (%s, now(), %s) RETURNING id",
+                                   (1 + self.n % 300, f"live-{self.n}"))  # fmt: skip
+                    visit = cursor.fetchone()[0]
+                    cursor.execute("UPDATE tags_nopk SET tag = tag || '+' WHERE plant_id = %s", (1 + self.n % 300,))
+                    cursor.execute("DELETE FROM tags_nopk WHERE plant_id = %s AND tag LIKE %s",
+                                   (1 + (self.n * 7) % 300, "%++"))  # fmt: skip
+                self.visits.append(visit)
+            except psycopg2.Error:
+                self.refused += 1
+                conn = None
+                time.sleep(0.2)
+            time.sleep(0.02)
+
+
+def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, postgresql):
+    writer = Writer(logical_client)
+    writer.start()
+    try:
+        while len(writer.visits) < 20:
+            time.sleep(0.05)
+        moved = playbook("step4_migrate.yml", "-e", "account=bob")
+    finally:
+        writer.stop.set()
+        writer.join(timeout=30)
+    assert "bob: now on transit" in moved.stdout
+    assert "bob_app by live" in moved.stdout, moved.stdout[-2000:]
+    assert len(writer.visits) > 40 and writer.refused > 0, (len(writer.visits), writer.refused)
+
+    with postgresql("transit", database="bob_app").cursor() as cursor:
+        cursor.execute("SELECT id FROM visits WHERE id = ANY(%s)", (writer.visits,))
+        assert len(cursor.fetchall()) == len(writer.visits), "acknowledged writes missing on transit"
+    assert postgresql_rows(postgresql, "client", "bob_app") == postgresql_rows(postgresql, "transit", "bob_app")
+    with postgresql("transit", user="bob", password=BOB["bob"], database="bob_app").cursor() as cursor:
+        cursor.execute("INSERT INTO visits (plant_id, at, note) VALUES (1, now(), 'after') RETURNING id")
+        assert cursor.fetchone()[0] > max(writer.visits), "the sequence restarted below the copied rows"
+    assert replication_left(postgresql) == NOTHING_LEFT
+
+
+def test_the_rollback_from_a_source_without_logical_wal_falls_back_to_dump(logical_client, postgresql):
+    with postgresql("transit", database="bob_app").cursor() as cursor:
+        cursor.execute("INSERT INTO plants (name) VALUES ('planted on transit')")
+    back = playbook("rollback.yml", "-e", "account=bob", "-v")
+    assert "bob: back on client" in back.stdout
+    assert "wal_level on the source is replica, not logical" in back.stdout
+    assert postgresql_rows(postgresql, "client", "bob_app") == postgresql_rows(postgresql, "transit", "bob_app")
+    with postgresql("client", database="bob_app").cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM plants WHERE name = 'planted on transit'")
+        assert cursor.fetchone()[0] == 1
+    assert replication_left(postgresql) == NOTHING_LEFT
+
+
+@pytest.mark.long
+def test_a_move_killed_while_the_subscription_syncs_leaves_nothing_once_re_run(logical_client, postgresql):
+    proc = start_playbook("step4_migrate.yml", "-e", "account=bob")
+    killed = None
+    deadline = time.monotonic() + 120
+    client = postgresql("client")
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            with client.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'hm_bob_app'")
+                started = cursor.fetchone()[0]
+            if started:
+                progress = in_host("transit", f"cat {JOURNAL}/accounts/bob/progress.json").stdout
+                killed = json.loads(progress)["pid"]
+                in_host("transit", f"kill -KILL {killed}")
+                break
+            time.sleep(0.02)
+    finally:
+        proc.communicate(timeout=300)
+    assert killed, "the move never started its replication"
+    again = playbook("step4_migrate.yml", "-e", "account=bob")
+    assert "bob: now on transit" in again.stdout and "bob_app by live" in again.stdout
+    assert postgresql_rows(postgresql, "client", "bob_app") == postgresql_rows(postgresql, "transit", "bob_app")
+    assert replication_left(postgresql) == NOTHING_LEFT
+    playbook("rollback.yml", "-e", "account=bob")
+    assert replication_left(postgresql) == NOTHING_LEFT

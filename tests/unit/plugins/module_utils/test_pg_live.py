@@ -1,0 +1,32 @@
+"""The live method's names and its choice per engine (the method itself runs against the lab:
+tests/integration/test_pg_live.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ansible_collections.hosting.migration.plugins.module_utils import dbcopy
+from ansible_collections.hosting.migration.plugins.module_utils.pg_live import PostgresLiveCopy, replication_name
+from ansible_collections.hosting.migration.plugins.module_utils.postgres import endpoint
+
+SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
+
+
+@pytest.mark.parametrize("database", ["bob_app", "bob_App", "bob_" + "x" * 63, "bob_a1_b2"])
+def test_replication_names_are_valid_slot_names(database):
+    assert SLOT_NAME.fullmatch(replication_name(database))
+
+
+def test_replication_names_of_different_databases_differ():
+    names = ["bob_app", "bob_App", "bob_APP", "bob_" + "x" * 63, "bob_" + "x" * 62 + "y"]
+    assert len({replication_name(n) for n in names}) == len(names)
+
+
+def test_live_is_a_postgresql_method_only(tmp_path):
+    source = endpoint(host="10.0.0.1", user="admin", password="pw")
+    copier = dbcopy.database_copy("postgresql", "live", source, source, "bob", tmpdir=str(tmp_path))
+    assert isinstance(copier, PostgresLiveCopy) and copier.method == "live"
+    with pytest.raises(ValueError, match="mariadb has no live method"):
+        dbcopy.database_copy("mariadb", "live", source, source, "alice", tmpdir=str(tmp_path))
