@@ -9,10 +9,12 @@ copy yet:
 
 - plain: `pg_dump --create | psql`, all of it downtime (the writer is stopped first, as a freeze would);
 - dump: dbcopy's dump method, `copy()` only, all of it downtime (writer stopped);
-- live: `precopy()` while the writer runs (not downtime: the account is live), then the writer stops (the freeze)
-  and `copy()` - catch-up to the source's WAL position, sequences, subscription, slot and publication dropped - is
-  the downtime. It runs inside the transit host (`lab exec transit`), as account_move does: the subscription's
-  pass file must be readable by the transit server. The copy is verified with table_checksums on both sides.
+- live: `precopy()` and the live verification (`verify_live`) while the writer runs (not downtime: the account is
+  live), then the writer stops (the freeze) and `copy()` - catch-up to the source's WAL position, sequences,
+  subscription, slot and publication dropped - plus the freeze's verification (`freeze_differences`: hashes only
+  the tables written since they were found equal, and the sequences; `hashed` counts them) is the downtime. It
+  runs inside the transit host (`lab exec transit`), as account_move does: the subscription's pass file must be
+  readable by the transit server. The copy is verified again with table_checksums on both sides afterwards.
 
 It prints the downtime of each contender, its s/GB, live/plain and live/dump, and for the live method the ratio of
 its downtime at the largest size to that at the smallest (the target: flat in size).
@@ -53,11 +55,20 @@ copier = dbcopy.database_copy("postgresql", "live", source, destination, config[
 try:
     started = time.monotonic()
     result = copier.precopy(lambda phase, **counters: None)
+    verified = {database: copier.verify_live(database) for database in result.get("databases", {})}
     print(json.dumps({"precopy_s": time.monotonic() - started, "precopy": result}), flush=True)
     sys.stdin.readline()
     started = time.monotonic()
     result = copier.copy(lambda phase, **counters: None)
-    print(json.dumps({"downtime_s": time.monotonic() - started, "copy": result}), flush=True)
+    copied_s = time.monotonic() - started
+    differences, hashed = [], 0
+    for database, info in result["databases"].items():
+        if info.get("method") == "live":
+            found, count = copier.freeze_differences(database, verified.get(database, {}))
+            differences += found
+            hashed += count
+    print(json.dumps({"downtime_s": time.monotonic() - started, "copy_s": copied_s, "hashed": hashed,
+                      "differences": differences, "copy": result}), flush=True)
 finally:
     copier.cleanup()
 """
@@ -135,6 +146,8 @@ def timed_live(engine, parallel: int) -> tuple[float, float, int]:
     copied = json.loads(proc.stdout.readline())
     if proc.wait() != 0:
         raise SystemExit("the live copy failed inside transit")
+    if copied["differences"]:
+        raise SystemExit(f"the freeze's verification found differences: {copied['differences'][:3]}")
     method = copied["copy"]["databases"][dbbench.DATABASE].get("method")
     if method != "live":
         raise SystemExit(f"the database fell back to {method}: {copied['copy']['databases'][dbbench.DATABASE]}")
@@ -147,7 +160,7 @@ def timed_live(engine, parallel: int) -> tuple[float, float, int]:
             conn.close()
     if sums[0] != sums[1]:
         raise SystemExit(f"the live copy differs from the source: {sums[0]} != {sums[1]}")
-    return precopied["precopy_s"], copied["downtime_s"], writer.commits
+    return precopied["precopy_s"], copied["downtime_s"], copied["hashed"], writer.commits
 
 
 def main() -> int:
@@ -160,7 +173,7 @@ def main() -> int:
     print("client -> transit, PostgreSQL; downtime = what the account waits while frozen; the live pre-copy runs while "
           "a writer commits ~30 writes/s")  # fmt: skip
     print(f"{'size GB':>8}  {'plain s':>8}{'s/GB':>7}  {'dump s':>8}{'s/GB':>7}  {'live pre s':>10}{'live s':>8}"
-          f"{'s/GB':>7}  {'live/plain':>10}{'live/dump':>10}{'writes':>8}")  # fmt: skip
+          f"{'s/GB':>7}  {'live/plain':>10}{'live/dump':>10}{'writes':>8}{'hashed':>8}")  # fmt: skip
     downtimes = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         engine = dbbench.PostgreSQL(lab, tmp)
@@ -177,11 +190,11 @@ def main() -> int:
                 dump = dbbench.timed_copy(engine, args.parallel, verify=False)
                 engine.drop(engine.transit)
                 engine.settle()
-                precopy, live, writes = timed_live(engine, args.parallel)
+                precopy, live, hashed, writes = timed_live(engine, args.parallel)
                 downtimes.append(live)
                 print(f"{measured:>8.3f}  {plain:>8.2f}{plain / measured:>7.1f}  {dump:>8.2f}{dump / measured:>7.1f}  "
                       f"{precopy:>10.2f}{live:>8.2f}{live / measured:>7.1f}  {live / plain:>10.3f}{live / dump:>10.3f}"
-                      f"{writes:>8}", flush=True)  # fmt: skip
+                      f"{writes:>8}{hashed:>8}", flush=True)  # fmt: skip
         finally:
             engine.drop(engine.transit)
             engine.drop(engine.client)

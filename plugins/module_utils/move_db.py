@@ -31,6 +31,10 @@ class DatabaseSide:
                 self.engines[engine] = (lib.endpoint(**source), lib.endpoint(**destination))
         self._connections: dict[tuple[str, str], object] = {}
         self.source_checksums: dict[str, dict] = {}
+        # Per engine and live-replicated database: {table: signature} of the tables found equal while live.
+        self.live_verified: dict[str, dict] = {}
+        # What copy() did per database (engine, method), for the verification that follows.
+        self.copied: dict[str, dict] = {}
 
     def _lib(self, engine: str):
         lib = ENGINES[engine]
@@ -114,6 +118,11 @@ class DatabaseSide:
             copier = self.copier(engine)
             try:
                 started[engine] = copier.precopy(progress)
+                if started[engine].get("method") == "live":
+                    self.live_verified[engine] = {
+                        database: copier.verify_live(database) for database in started[engine].get("databases", {})
+                    }
+                    started[engine]["verified_live"] = {d: len(t) for d, t in self.live_verified[engine].items()}
             except Exception:
                 # A half-started replication must not stay behind a failed move.
                 try:
@@ -174,12 +183,13 @@ class DatabaseSide:
                 copier.cleanup()
             for name, info in result.get("databases", {}).items():
                 copied[name] = {"method": result.get("method"), **info, "engine": engine}
+        self.copied = copied
         return copied
 
-    def checksums(self, engine: str, side: str) -> dict:
+    def checksums(self, engine: str, side: str, databases: list[str] | None = None) -> dict:
         lib = self._lib(engine)
         sums = {}
-        for database in self.databases(engine):
+        for database in self.databases(engine) if databases is None else databases:
             conn = self._connect(engine, side, database)
             try:
                 sums[database] = {table: list(value) for table, value in lib.table_checksums(conn, database).items()}
@@ -188,13 +198,32 @@ class DatabaseSide:
         return sums
 
     def differences(self, entry: dict) -> list[str]:
+        """Source against destination, in the freeze. A database that replicated live was compared while the
+        account ran: only its tables written since (or never found equal) are hashed now."""
         found = []
         self.source_checksums = {}
         for engine in self.engines:
-            source = self.checksums(engine, "source")
-            destination = self.checksums(engine, "destination")
+            databases = self.databases(engine)
+            live = [
+                d
+                for d in databases
+                if self.copied.get(d, {}).get("engine") == engine and self.copied[d].get("method") == "live"
+            ]
+            if live:
+                copier = self.copier(engine)
+                try:
+                    for database in live:
+                        verified = self.live_verified.get(engine, {}).get(database, {})
+                        differences, hashed = copier.freeze_differences(database, verified)
+                        self.copied[database]["tables_hashed_in_freeze"] = hashed
+                        found += differences
+                finally:
+                    copier.cleanup()
+            dumped = [d for d in databases if d not in live]
+            source = self.checksums(engine, "source", dumped)
+            destination = self.checksums(engine, "destination", dumped)
             self.source_checksums[engine] = source
-            for database in sorted(source.keys() | destination.keys()):
+            for database in sorted(dumped):
                 src, dst = source.get(database, {}), destination.get(database, {})
                 for table in sorted(src.keys() | dst.keys()):
                     if src.get(table) != dst.get(table):
@@ -203,6 +232,16 @@ class DatabaseSide:
                             f"source {src.get(table)} != destination {dst.get(table)}"
                         )
         return found
+
+    def departure_checksums(self, known: dict) -> dict:
+        """After the switch (the source stays frozen, so this is no downtime): the source's checksums of the
+        databases `known` lacks (those verified live), for the rollback's conflict check."""
+        tables = {engine: dict(sums) for engine, sums in known.items()}
+        for engine in self.engines:
+            missing = [d for d in self.databases(engine) if d not in tables.get(engine, {})]
+            if missing:
+                tables.setdefault(engine, {}).update(self.checksums(engine, "source", missing))
+        return tables
 
     def changed_since(self, tables: dict) -> list[str]:
         """Rollback: tables of this server (the destination) that differ from what they were when the account left."""

@@ -33,6 +33,7 @@ from ansible_collections.hosting.migration.plugins.module_utils.postgres import 
     _identifier,
     _query,
     server_version,
+    table_checksums,
 )
 
 try:
@@ -49,11 +50,71 @@ _POLL_S = 0.05
 NOT_STARTED = "no replication was set up in the pre-copy"
 
 
+def live_settings(conn: Any) -> dict[str, Any]:
+    """The running values of the server settings the live method needs on a source."""
+    rows = _query(
+        conn,
+        "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders')",
+    )
+    values: dict[str, Any] = dict(rows)
+    for name in ("max_replication_slots", "max_wal_senders"):
+        values[name] = int(values[name])
+    return values
+
+
+def missing_settings(settings: dict[str, Any], slots: int) -> dict[str, Any]:
+    """What to change (name: new value) so a server can be the source of `slots` replications at once."""
+    changes: dict[str, Any] = {}
+    if settings["wal_level"] != "logical":
+        changes["wal_level"] = "logical"
+    for name in ("max_replication_slots", "max_wal_senders"):
+        if settings[name] < slots:
+            changes[name] = slots
+    return changes
+
+
 def _tables(conn: Any) -> list[list[str]]:
     """The database's user tables as sorted [schema, name] pairs (the publication's record keeps the same)."""
     return sorted(
         [schema, name] for schema, name in _query(conn, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["r"],))
     )
+
+
+def signatures(conn: Any) -> dict[str, list]:
+    """Per table (schema.name), what changes whenever its rows do: the server's counts of inserted, updated and
+    deleted rows, and its file node (TRUNCATE, which counts no row, gives a new one). Statistics of a session reach
+    these counts when it ends, which the freeze makes sure of."""
+    rows = _query(
+        conn,
+        "SELECT n.nspname || '.' || c.relname, pg_stat_get_tuples_inserted(c.oid), "
+        "pg_stat_get_tuples_updated(c.oid), pg_stat_get_tuples_deleted(c.oid), c.relfilenode "
+        f"{_USER_RELATIONS}",
+        (["r"],),
+    )
+    return {table: [int(ins), int(upd), int(dele), int(node)] for table, ins, upd, dele, node in rows}
+
+
+def settled_signatures(conn: Any, bound: float = 2.0) -> dict[str, list]:
+    """signatures() once no other session is connected to this database (bounded wait), plus a moment: a session
+    that has ended reports its last statistics as it exits, just after it leaves pg_stat_activity."""
+    deadline = time.monotonic() + bound
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'"
+    )
+    while _query(conn, query)[0][0] and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+    time.sleep(0.1)
+    _query(conn, "SELECT pg_stat_clear_snapshot()")
+    return signatures(conn)
+
+
+def _relations(conn: Any) -> list[str]:
+    """The tables and sequences whose checksums table_checksums computes (schema.name)."""
+    return [
+        f"{schema}.{name}"
+        for schema, name in _query(conn, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["r", "S"],))
+    ]
 
 
 def replication_name(database: str) -> str:
@@ -336,6 +397,68 @@ class PostgresLiveCopy(PostgresDumpCopy):
                 "SELECT setval(%s::regclass, %s, %s)",
                 (target.as_string(destination), last_value, is_called),
             )
+
+    # ---- verification that does not grow the freeze with size ---------------------------------------------------
+
+    def verify_live(self, database: str, rounds: int = 3) -> dict[str, list]:
+        """While the account runs: compare every table's content hash on both sides, each side once the
+        destination has applied what the source's snapshot held. Returns {table: [source signature, destination
+        signature]} of the tables found equal, each signature taken before that side's snapshot (so any later write
+        on either side changes it); a table written meanwhile differs and is tried again, up to `rounds` times
+        (then the freeze hashes it)."""
+        verified: dict[str, list] = {}
+        pending: set[str] | None = None
+        with self.connected("source", database) as source, self.connected("destination", database) as destination:
+            for _round in range(rounds):
+                before = signatures(source)
+                source_sums = table_checksums(source, database, only=pending)
+                if not self._wait_caught_up(source, database):
+                    break
+                destination_before = signatures(destination)
+                destination_sums = table_checksums(destination, database, only=pending)
+                for table, value in source_sums.items():
+                    if table in before and destination_sums.get(table) == value:
+                        verified[table] = [before[table], destination_before.get(table)]
+                pending = {t for t in source_sums if t in before and t not in verified}
+                if not pending:
+                    break
+        return verified
+
+    def _wait_caught_up(self, source: Any, database: str) -> bool:
+        """Until the subscription has applied everything the source has written up to now (bounded)."""
+        target = _query(source, "SELECT pg_current_wal_lsn()")[0][0]
+        deadline = time.monotonic() + CATCH_UP_S
+        while time.monotonic() < deadline:
+            caught_up = _query(
+                source,
+                "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+                (target, replication_name(database)),
+            )
+            if caught_up and caught_up[0][0]:
+                return True
+            time.sleep(_POLL_S)
+        return False
+
+    def freeze_differences(self, database: str, verified: dict[str, list]) -> tuple[list[str], int]:
+        """In the freeze, after the catch-up: the differences between the two sides, hashing only the tables the
+        live verification did not find equal or that were written since (and every sequence, which is cheap).
+        Returns (differences, tables hashed)."""
+        with self.connected("source", database) as source, self.connected("destination", database) as destination:
+            now = [settled_signatures(source), settled_signatures(destination)]
+            unchanged = {
+                table for table, signature in verified.items() if [now[0].get(table), now[1].get(table)] == signature
+            }
+            listed = set(_relations(source)) | set(_relations(destination))
+            to_hash = listed - unchanged
+            source_sums = table_checksums(source, database, only=to_hash)
+            destination_sums = table_checksums(destination, database, only=to_hash)
+        differences = [
+            f"postgresql table {database}.{table}: source {source_sums.get(table)} != destination "
+            f"{destination_sums.get(table)}"
+            for table in sorted(to_hash)
+            if source_sums.get(table) != destination_sums.get(table)
+        ]
+        return differences, len(to_hash)
 
     # ---- what is left behind: nothing --------------------------------------------------------------------------
 

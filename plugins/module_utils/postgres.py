@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,6 +136,13 @@ def _query(conn: Any, statement: Any, args: Any = None) -> list[tuple]:
 
 def _identifier(*names: str) -> Any:
     return sql.SQL(".").join(sql.Identifier(name) for name in names)
+
+
+def alter_system(conn: Any, name: str, value: Any) -> None:
+    """ALTER SYSTEM SET one setting (the name checked, the value a literal); it takes effect at reload/restart."""
+    if not _SETTING_NAME.fullmatch(name):
+        raise ValueError(f"not a setting name: {name!r}")
+    _query(conn, sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(str(value))))
 
 
 def server_version(conn: Any) -> tuple[int, ...]:
@@ -312,11 +319,12 @@ def _read_only_snapshot(conn: Any) -> Iterator[Any]:
                 conn.rollback()
 
 
-def table_checksums(conn: Any, database: str) -> dict[str, tuple[int, str]]:
-    """{schema.table: (row_count, content_hash)} for the tables and sequences of `database`; `conn` must be
-    connected to that database. Computed by the server: the sum over rows of a 60-bit slice of MD5 of the row's text
-    (the row value's output, which is NULL-safe and unambiguous), in canonical date, time zone and float formats,
-    so it is independent of row order and of each server's settings. A sequence counts as one row of its state."""
+def table_checksums(conn: Any, database: str, only: Collection[str] | None = None) -> dict[str, tuple[int, str]]:
+    """{schema.table: (row_count, content_hash)} for the tables and sequences of `database` (those named in `only`,
+    if given); `conn` must be connected to that database. Computed by the server: the sum over rows of a 60-bit slice
+    of MD5 of the row's text (the row value's output, which is NULL-safe and unambiguous), in canonical date, time
+    zone and float formats, so it is independent of row order and of each server's settings. A sequence counts as
+    one row of its state."""
     with _read_only_snapshot(conn) as cursor:
         cursor.execute("SELECT current_database()")
         if cursor.fetchone()[0] != database:
@@ -324,6 +332,8 @@ def table_checksums(conn: Any, database: str) -> dict[str, tuple[int, str]]:
         cursor.execute(f"SELECT c.relkind, n.nspname, c.relname {_USER_RELATIONS} ORDER BY 2, 3", (["r", "S"],))
         sums = {}
         for kind, schema, name in cursor.fetchall():
+            if only is not None and f"{schema}.{name}" not in only:
+                continue
             if kind == "S":
                 query = (
                     "SELECT 1, ('x' || left(md5(last_value::text || ',' || is_called::text), 15))::bit(60)::bigint "

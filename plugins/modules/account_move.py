@@ -566,6 +566,8 @@ class AccountMove:
         self.result["downtime_s"] = round(time.monotonic() - frozen_at, 3)
         with self.phase("unfreeze"):
             self.databases.unfreeze_destination(self.record.get("db_freeze", {}))
+            manifest = self.record.get("left_manifest", {})
+            manifest["tables"] = self.databases.departure_checksums(manifest.get("tables", {}))
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
             # Coming back to a side this account once left: that move's hold ends here.
             freeze.release_mail(self.local, self.paths["mail_hold_dir"], self.account)

@@ -8,7 +8,11 @@ import re
 import pytest
 
 from ansible_collections.hosting.migration.plugins.module_utils import dbcopy
-from ansible_collections.hosting.migration.plugins.module_utils.pg_live import PostgresLiveCopy, replication_name
+from ansible_collections.hosting.migration.plugins.module_utils.pg_live import (
+    PostgresLiveCopy,
+    missing_settings,
+    replication_name,
+)
 from ansible_collections.hosting.migration.plugins.module_utils.postgres import endpoint
 
 SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
@@ -30,3 +34,17 @@ def test_live_is_a_postgresql_method_only(tmp_path):
     assert isinstance(copier, PostgresLiveCopy) and copier.method == "live"
     with pytest.raises(ValueError, match="mariadb has no live method"):
         dbcopy.database_copy("mariadb", "live", source, source, "alice", tmpdir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("settings", "changes"),
+    [
+        ({"wal_level": "replica", "max_replication_slots": 10, "max_wal_senders": 10},
+         {"wal_level": "logical", "max_replication_slots": 16, "max_wal_senders": 16}),
+        ({"wal_level": "logical", "max_replication_slots": 20, "max_wal_senders": 16}, {}),
+        ({"wal_level": "logical", "max_replication_slots": 16, "max_wal_senders": 8}, {"max_wal_senders": 16}),
+        ({"wal_level": "minimal", "max_replication_slots": 32, "max_wal_senders": 32}, {"wal_level": "logical"}),
+    ],
+)  # fmt: skip
+def test_missing_settings_asks_only_for_what_falls_short(settings, changes):
+    assert missing_settings(settings, 16) == changes
