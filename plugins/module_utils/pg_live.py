@@ -32,6 +32,7 @@ from ansible_collections.hosting.migration.plugins.module_utils.postgres import 
     _conninfo_value,
     _identifier,
     _query,
+    _read_only_snapshot,
     server_version,
     table_checksums,
 )
@@ -47,6 +48,8 @@ _NAME_RE = re.compile(r"[a-z0-9_]{1,60}")
 SYNC_STALL_S = 600.0
 CATCH_UP_S = 30.0
 _POLL_S = 0.05
+# Key values per chunk of the live verification (a chunk of a dense key is that many rows).
+CHUNK_KEYS = 10000
 NOT_STARTED = "no replication was set up in the pre-copy"
 
 
@@ -107,6 +110,57 @@ def settled_signatures(conn: Any, bound: float = 2.0) -> dict[str, list]:
     time.sleep(0.1)
     _query(conn, "SELECT pg_stat_clear_snapshot()")
     return signatures(conn)
+
+
+def chunk_key(conn: Any, table: str) -> str | None:
+    """The column of `table`'s primary key if it is a single integer column (its chunks are key ranges)."""
+    schema, name = table.split(".", 1)
+    rows = _query(
+        conn,
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary AND i.indnatts = 1 "
+        "AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)",
+        (schema, name),
+    )
+    return rows[0][0] if rows else None
+
+
+def _sums(conn: Any, table: str, key: str | None, chunks: set[int] | None) -> dict[int, tuple[int, str]]:
+    """Row count and content hash (table_checksums' hash) of `table`: of each chunk of CHUNK_KEYS values of its
+    integer key `key` (the chunks named, or all), or of the whole table as chunk 0 when it has no such key."""
+    schema, name = table.split(".", 1)
+    target = _identifier(schema, name)
+    row_hash = sql.SQL("coalesce(sum(('x' || left(md5(ROW(t.*)::text), 15))::bit(60)::bigint), 0)")
+    sums = {}
+    with _read_only_snapshot(conn) as cursor:
+        if key is None:
+            cursor.execute(sql.SQL("SELECT 0, count(*), {} FROM ONLY {} AS t").format(row_hash, target))
+            rows = cursor.fetchall()
+        elif chunks is None:
+            column = sql.Identifier(key)
+            cursor.execute(
+                sql.SQL("SELECT floor({} / %s::numeric)::bigint, count(*), {} FROM ONLY {} AS t GROUP BY 1").format(
+                    column, row_hash, target
+                ),
+                (CHUNK_KEYS,),
+            )
+            rows = cursor.fetchall()
+        else:
+            column = sql.Identifier(key)
+            rows = []
+            for chunk in sorted(chunks):
+                cursor.execute(
+                    sql.SQL("SELECT %s, count(*), {} FROM ONLY {} AS t WHERE {} >= %s AND {} < %s").format(
+                        row_hash, target, column, column
+                    ),
+                    (chunk, chunk * CHUNK_KEYS, (chunk + 1) * CHUNK_KEYS),
+                )
+                rows += cursor.fetchall()
+        for chunk, count, total in rows:
+            if count:
+                sums[int(chunk)] = (int(count), format(int(total), "x"))
+    return sums
 
 
 def _relations(conn: Any) -> list[str]:
@@ -400,29 +454,41 @@ class PostgresLiveCopy(PostgresDumpCopy):
 
     # ---- verification that does not grow the freeze with size ---------------------------------------------------
 
-    def verify_live(self, database: str, rounds: int = 3) -> dict[str, list]:
-        """While the account runs: compare every table's content hash on both sides, each side once the
-        destination has applied what the source's snapshot held. Returns {table: [source signature, destination
-        signature]} of the tables found equal, each signature taken before that side's snapshot (so any later write
-        on either side changes it); a table written meanwhile differs and is tried again, up to `rounds` times
-        (then the freeze hashes it)."""
-        verified: dict[str, list] = {}
-        pending: set[str] | None = None
+    def verify_live(self, database: str, rounds: int = 3) -> dict[str, dict]:
+        """While the account runs, compare both sides' content, each side once the destination has applied what
+        the source's snapshot held. A table with a single integer primary key is compared by chunks of its key
+        range, so the rounds after the first re-hash only the chunks that differed (rows written meanwhile, as
+        pt-table-checksum does); other tables as a whole. Returns, per table compared, the signatures of both
+        sides from before the first snapshot, its chunk key, and the chunks still differing after `rounds` (the
+        freeze re-hashes those). A table never found equal as a whole is left out: the freeze hashes it."""
         with self.connected("source", database) as source, self.connected("destination", database) as destination:
+            signed = [signatures(source), signatures(destination)]
+            keys = {table: chunk_key(source, table) for table in signed[0]}
+            pending: dict[str, set[int] | None] = dict.fromkeys(signed[0])  # None: all of it
             for _round in range(rounds):
-                before = signatures(source)
-                source_sums = table_checksums(source, database, only=pending)
+                source_sums = {t: _sums(source, t, keys[t], chunks) for t, chunks in pending.items()}
                 if not self._wait_caught_up(source, database):
                     break
-                destination_before = signatures(destination)
-                destination_sums = table_checksums(destination, database, only=pending)
-                for table, value in source_sums.items():
-                    if table in before and destination_sums.get(table) == value:
-                        verified[table] = [before[table], destination_before.get(table)]
-                pending = {t for t in source_sums if t in before and t not in verified}
+                destination_sums = {t: _sums(destination, t, keys[t], chunks) for t, chunks in pending.items()}
+                for table in list(pending):
+                    ours, theirs = source_sums[table], destination_sums[table]
+                    differing = {c for c in ours.keys() | theirs.keys() if ours.get(c) != theirs.get(c)}
+                    if differing:
+                        pending[table] = differing if keys[table] else None
+                    else:
+                        del pending[table]
                 if not pending:
                     break
-        return verified
+        return {
+            table: {
+                "signature": [signed[0][table], signed[1].get(table)],
+                "key": keys[table],
+                "pending": sorted(pending.get(table) or []),
+            }
+            for table in signed[0]
+            # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
+            if table not in pending or (keys[table] and pending[table] is not None)
+        }
 
     def _wait_caught_up(self, source: Any, database: str) -> bool:
         """Until the subscription has applied everything the source has written up to now (bounded)."""
@@ -439,26 +505,60 @@ class PostgresLiveCopy(PostgresDumpCopy):
             time.sleep(_POLL_S)
         return False
 
-    def freeze_differences(self, database: str, verified: dict[str, list]) -> tuple[list[str], int]:
-        """In the freeze, after the catch-up: the differences between the two sides, hashing only the tables the
-        live verification did not find equal or that were written since (and every sequence, which is cheap).
-        Returns (differences, tables hashed)."""
+    def freeze_differences(self, database: str, verified: dict[str, dict]) -> tuple[list[str], int]:
+        """In the freeze, after the catch-up: the differences between the two sides, without re-reading what the
+        live verification already compared. Per table it verified: untouched on both sides since, nothing to do;
+        written since, every insert, update and delete the source counted since must have been applied here (the
+        servers' row counters, compared - else the table is hashed whole), and the chunks that still differed
+        are hashed again. Tables it did not verify, and the sequences, are hashed whole. Returns (differences,
+        tables hashed whole)."""
         with self.connected("source", database) as source, self.connected("destination", database) as destination:
             now = [settled_signatures(source), settled_signatures(destination)]
-            unchanged = {
-                table for table, signature in verified.items() if [now[0].get(table), now[1].get(table)] == signature
-            }
-            listed = set(_relations(source)) | set(_relations(destination))
-            to_hash = listed - unchanged
+            to_hash = set(_relations(source)) | set(_relations(destination))
+            differences = []
+            for table, record in verified.items():
+                if not self._applied_since(destination, table, record, now):
+                    continue  # stays in to_hash
+                to_hash.discard(table)
+                for chunk in record["pending"]:
+                    ours = _sums(source, table, record["key"], {chunk}).get(chunk)
+                    theirs = _sums(destination, table, record["key"], {chunk}).get(chunk)
+                    if ours != theirs:
+                        differences.append(
+                            f"postgresql table {database}.{table}, key {record['key']} from {chunk * CHUNK_KEYS} "
+                            f"to {(chunk + 1) * CHUNK_KEYS - 1}: source {ours} != destination {theirs}"
+                        )
             source_sums = table_checksums(source, database, only=to_hash)
             destination_sums = table_checksums(destination, database, only=to_hash)
-        differences = [
+        differences += [
             f"postgresql table {database}.{table}: source {source_sums.get(table)} != destination "
             f"{destination_sums.get(table)}"
             for table in sorted(to_hash)
             if source_sums.get(table) != destination_sums.get(table)
         ]
         return differences, len(to_hash)
+
+    def _applied_since(self, destination: Any, table: str, record: dict, now: list[dict]) -> bool:
+        """Whether every row change the source counted on `table` since the live verification was applied on the
+        destination, and nothing else happened to it there (same file node on each side: no TRUNCATE, no
+        rewrite). The destination's counters lag its apply worker by up to a second or two: bounded wait."""
+        (source_then, destination_then), source_now = record["signature"], now[0].get(table)
+        if source_now is None or destination_then is None or source_now[3] != source_then[3]:
+            return False
+        deadline = time.monotonic() + 3.0
+        destination_now = now[1].get(table)
+        while True:
+            if destination_now is None or destination_now[3] != destination_then[3]:
+                return False
+            applied = [destination_now[i] - destination_then[i] for i in range(3)]
+            counted = [source_now[i] - source_then[i] for i in range(3)]
+            if applied == counted:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(_POLL_S)
+            _query(destination, "SELECT pg_stat_clear_snapshot()")
+            destination_now = signatures(destination).get(table)
 
     # ---- what is left behind: nothing --------------------------------------------------------------------------
 

@@ -162,7 +162,11 @@ options:
     description:
       - How databases travel. V(dump) copies them while the account is frozen (downtime grows with size).
       - V(live) (PostgreSQL) replicates them from the pre-copy on (publication on the source, subscription here)
-        and only catches up while frozen; a database whose prerequisites do not hold (C(wal_level=logical) on the
+        and only catches up while frozen. Its tables are compared while the account still runs (by chunks of an
+        integer primary key, as pt-table-checksum does, so rows written meanwhile are re-checked alone); the
+        freeze then checks only what was written since - every row change the source counted was applied here,
+        the chunks that still differed - so neither the copy nor the verification grows the downtime with the
+        size. A database whose prerequisites do not hold (C(wal_level=logical) on the
         source, free replication slots and WAL senders, the destination server on this host) or whose tables
         changed since the pre-copy travels by dump, and RV(db_precopy) or RV(databases) says why. Nothing of the
         replication is left after the move, a failed move or a rollback.
