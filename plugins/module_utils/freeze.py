@@ -30,10 +30,10 @@ def hold_web(front: Host, map_dir: str, domains: list[str]) -> dict[str, str | N
 
 
 def release_web(front: Host, map_dir: str, previous: dict[str, str | None]) -> None:
-    """Give each domain back the backend it had before hold_web (absent entries stay absent)."""
-    current = update_map(front, f"{map_dir}/{BACKENDS_MAP}", previous)
-    if current:
-        reload_nginx(front)
+    """Give each domain back the backend it had before hold_web (absent entries stay absent). nginx reloads even
+    when the map already says so: a run killed between the write and the reload left it serving the old map."""
+    update_map(front, f"{map_dir}/{BACKENDS_MAP}", previous)
+    reload_nginx(front)
 
 
 def end_sessions(host: Host, uid: int) -> None:

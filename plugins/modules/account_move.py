@@ -671,6 +671,9 @@ class AccountMove:
         self.record.update(self.journal.read_state(self.account))
         if self.front_backends(domains) != self.switched_backends(domains):
             self.thaw(entry, domains)
+        else:
+            # Killed after the front's map was switched, maybe before nginx reloaded it: serve what it says.
+            webfront.reload_nginx(self.front)
 
     def thaw(self, entry: dict, domains: list[str]) -> None:
         """Serve the account from its source again, exactly as before the freeze."""
@@ -709,12 +712,14 @@ class AccountMove:
 
     def switch(self, entry: dict, domains: list[str]) -> None:
         docroots = {s["domain"]: s["document_root"] for s in entry.get("sites", [])}
-        if webfront.update_map(self.local, self.map_path(webfront.DOCROOTS_MAP), docroots):
-            webfront.reload_nginx(self.local)
+        # Reloaded even when the map already holds the entries: a run killed between writing a map and reloading
+        # nginx leaves the entries written but not served, and its re-run finds nothing to change.
+        webfront.update_map(self.local, self.map_path(webfront.DOCROOTS_MAP), docroots)
+        webfront.reload_nginx(self.local)
         if self.front is self.local:
             # Coming home: the front serves the account itself again; the other side stops serving it.
-            if webfront.update_map(self.remote, self.map_path(webfront.DOCROOTS_MAP), dict.fromkeys(docroots)):
-                webfront.reload_nginx(self.remote)
+            webfront.update_map(self.remote, self.map_path(webfront.DOCROOTS_MAP), dict.fromkeys(docroots))
+            webfront.reload_nginx(self.remote)
         freeze.release_web(self.front, self.paths["nginx_map_dir"], self.switched_backends(domains))
         self.record.update(web_freeze={}, switched_at=time.time())
         self.save()

@@ -4,7 +4,7 @@ re-run, once the service is back, that converges with nothing lost. The short su
 follows links; `make test-long` also kills PostgreSQL, terminates its copy sessions and fills the disk.
 
 dave (both engines, the largest databases) takes the database faults, moving the other way each time (step 4 to
-transit, the rollback home); alice fills a small disk; bob carries the links."""
+transit, the rollback home); alice fills a small disk and carries the links."""
 
 from __future__ import annotations
 
