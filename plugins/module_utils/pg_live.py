@@ -33,6 +33,7 @@ from ansible_collections.hosting.migration.plugins.module_utils.postgres import 
     _identifier,
     _query,
     _read_only_snapshot,
+    copy_sequences,
     server_version,
     table_checksums,
 )
@@ -413,24 +414,12 @@ class PostgresLiveCopy(PostgresDumpCopy):
 
     def _catch_up(self, database: str, size: int, counters: dict, progress: Progress) -> dict:
         started = time.monotonic()
-        name = replication_name(database)
         with self.connected("source", database) as source:
-            target = _query(source, "SELECT pg_current_wal_lsn()")[0][0]
-            deadline = started + CATCH_UP_S
-            while True:
-                caught_up = _query(
-                    source,
-                    "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
-                    (target, name),
-                )
-                if caught_up and caught_up[0][0]:
-                    break
-                if time.monotonic() > deadline:
-                    return {"fallback": f"the subscription did not catch up with the source within {CATCH_UP_S:g} s"}
-                time.sleep(_POLL_S)
+            if not self._wait_caught_up(source, database):
+                return {"fallback": f"the subscription did not catch up with the source within {CATCH_UP_S:g} s"}
             waited = time.monotonic() - started
             with self.connected("destination", database) as destination:
-                self._copy_sequences(source, destination)
+                copy_sequences(source, destination)
         self.drop_replication(database)
         counters["bytes_done"] += size
         progress("databases", **counters)
@@ -440,17 +429,6 @@ class PostgresLiveCopy(PostgresDumpCopy):
             "bytes": size,
             "method": "live",
         }
-
-    def _copy_sequences(self, source: Any, destination: Any) -> None:
-        """Logical replication does not carry sequences: their values, from the frozen source."""
-        for schema, name in _query(source, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["S"],)):
-            target = _identifier(schema, name)
-            last_value, is_called = _query(source, sql.SQL("SELECT last_value, is_called FROM {}").format(target))[0]
-            _query(
-                destination,
-                "SELECT setval(%s::regclass, %s, %s)",
-                (target.as_string(destination), last_value, is_called),
-            )
 
     # ---- verification that does not grow the freeze with size ---------------------------------------------------
 

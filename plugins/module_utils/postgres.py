@@ -350,6 +350,17 @@ def table_checksums(conn: Any, database: str, only: Collection[str] | None = Non
     return sums
 
 
+def copy_sequences(source: Any, destination: Any) -> None:
+    """Every sequence's value (last_value, is_called) from the source database to the same one on the destination
+    (neither rows nor logical replication carry them)."""
+    for schema, name in _query(source, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["S"],)):
+        target = _identifier(schema, name)
+        last_value, is_called = _query(source, sql.SQL("SELECT last_value, is_called FROM {}").format(target))[0]
+        _query(
+            destination, "SELECT setval(%s::regclass, %s, %s)", (target.as_string(destination), last_value, is_called)
+        )
+
+
 class PostgresDumpCopy(DumpCopy):
     """The dump method for PostgreSQL: roles first, then per database
     - pg_dump of the pre- and post-data sections (no rows) into tmpdir in custom format, pg_restore --create of the
@@ -501,10 +512,7 @@ class PostgresDumpCopy(DumpCopy):
 
     def finish_database(self, database: str, source: Any, destination: Any) -> None:
         with self.connected("source", database) as src, self.connected("destination", database) as dst:
-            for schema, name in _query(src, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["S"],)):
-                target = _identifier(schema, name)
-                last_value, is_called = _query(src, sql.SQL("SELECT last_value, is_called FROM {}").format(target))[0]
-                _query(dst, "SELECT setval(%s::regclass, %s, %s)", (target.as_string(dst), last_value, is_called))
+            copy_sequences(src, dst)
         # Indexes, constraints, triggers, materialized views: in parallel sessions sized for index builds.
         destination_db = self._destination_db(database, **_LOAD_SETTINGS)
         self.run([self._restore_stage(database, "post-data", destination_db, f"--jobs={self.parallel}")])
