@@ -2,19 +2,20 @@
 the dump method and the plain pipe `pg_dump | psql`, client -> transit, with a light write load on the source, in
 one run on the same machine.
 
-For each size, `dbbench_data` (the shapes of bench/account_move_db.py) is generated on the client, whose
-PostgreSQL gets wal_level=logical for the bench (restored at the end). A writer commits about 20 inserts and 10
-updates a second into it for as long as the account is "live". The contenders, each into a transit that holds no
-copy yet:
+For each size, `dbbench_data` (the shapes of bench/account_move_db.py) is generated on the client. Both servers
+get wal_level=logical for the bench (restored at the end), as step 3 sets them. A writer commits about 20 inserts
+and 10 updates a second into it for as long as the account is "live". The contenders, each into a transit that
+holds no copy yet:
 
 - plain: `pg_dump --create | psql`, all of it downtime (the writer is stopped first, as a freeze would);
 - dump: dbcopy's dump method, `copy()` only, all of it downtime (writer stopped);
 - live: `precopy()` and the live verification (`verify_live`) while the writer runs (not downtime: the account is
   live), then the writer stops (the freeze) and `copy()` - catch-up to the source's WAL position, sequences,
-  subscription, slot and publication dropped - plus the freeze's verification (`freeze_differences`: hashes only
-  the tables written since they were found equal, and the sequences; `hashed` counts them) is the downtime. It
-  runs inside the transit host (`lab exec transit`), as account_move does: the subscription's pass file must be
-  readable by the transit server. The copy is verified again with table_checksums on both sides afterwards.
+  subscription, slot and publication dropped - plus the freeze's verification (`freeze_differences`: re-hashes the
+  chunks of the rows the decoding slots recorded as changed since they were found equal; `hashed` counts the
+  tables it hashed whole) is the downtime. It runs inside the transit host (`lab exec transit`), as account_move
+  does: the subscription's pass file must be readable by the transit server. The copy is verified again with
+  table_checksums on both sides afterwards.
 
 It prints the downtime of each contender, its s/GB, live/plain and live/dump, and for the live method the ratio of
 its downtime at the largest size to that at the smallest (the target: flat in size).
@@ -64,9 +65,9 @@ try:
     differences, hashed = [], 0
     for database, info in result["databases"].items():
         if info.get("method") == "live":
-            found, count = copier.freeze_differences(database, verified.get(database, {}))
+            found, tables = copier.freeze_differences(database, verified.get(database, {}))
             differences += found
-            hashed += count
+            hashed += len(tables)
     print(json.dumps({"downtime_s": time.monotonic() - started, "copy_s": copied_s, "hashed": hashed,
                       "differences": differences, "copy": result}), flush=True)
 finally:
@@ -101,13 +102,15 @@ class Writer(threading.Thread):
 
 
 def set_wal_level(engine, level: str) -> None:
-    conn = postgres.connect(engine.client)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"ALTER SYSTEM SET wal_level = '{level}'")
-    finally:
-        conn.close()
-    subprocess.run([str(LAB), "exec", "client", "--", "pg_ctlcluster", "15", "main", "restart"], check=True)
+    """On both servers: the source replicates, and the live verification records changes on both sides."""
+    for host, endpoint in (("client", engine.client), ("transit", engine.transit)):
+        conn = postgres.connect(endpoint)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"ALTER SYSTEM SET wal_level = '{level}'")
+        finally:
+            conn.close()
+        subprocess.run([str(LAB), "exec", host, "--", "pg_ctlcluster", "15", "main", "restart"], check=True)
 
 
 def endpoint_options(endpoint) -> dict:

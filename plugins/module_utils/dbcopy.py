@@ -35,7 +35,9 @@ from ansible_collections.hosting.migration.plugins.module_utils.account import v
 ENGINES = ("mariadb", "postgresql")
 METHODS = ("dump", "live")
 # Engines with a live method (replication from the pre-copy on); the others use dump whatever is asked.
-LIVE_ENGINES = ("postgresql",)
+LIVE_ENGINES = ("postgresql", "mariadb")
+# Those whose live method `auto` chooses (MariaDB's verifies every table in the freeze yet: asked for only).
+AUTO_LIVE_ENGINES = ("postgresql",)
 # What follows `<account>_` in a database, user or role name the collection will touch.
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9_]{1,63}")
 # Stderr kept per failed stage in an error message: the tools put the reason in their last lines.
@@ -459,8 +461,12 @@ def database_copy(
     if method not in METHODS:
         raise ValueError(f"unknown database copy method {method!r}; known: {', '.join(METHODS)}")
     if engine not in LIVE_ENGINES and method == "live":
-        raise ValueError(f"{engine} has no live method yet")
-    if engine == "mariadb":
+        raise ValueError(f"{engine} has no live method")
+    if engine == "mariadb" and method == "live":
+        from ansible_collections.hosting.migration.plugins.module_utils.mariadb_live import (
+            MariaDBLiveCopy as implementation,
+        )
+    elif engine == "mariadb":
         from ansible_collections.hosting.migration.plugins.module_utils.mariadb import MariaDBDumpCopy as implementation
     elif engine == "postgresql" and method == "live":
         from ansible_collections.hosting.migration.plugins.module_utils.pg_live import (

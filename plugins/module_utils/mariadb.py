@@ -454,11 +454,15 @@ class MariaDBDumpCopy(DumpCopy):
 
         return work
 
-    def _table_stages(self, database: str, table: str, target: str, columns: list[str]) -> list[Stage]:
+    def _table_stages(
+        self, database: str, table: str, target: str, columns: list[str], before: str = ""
+    ) -> list[Stage]:
+        """Reader and loader of one table; `before`: statements the reader runs first (the live method's
+        snapshot)."""
         quoted = [quote_identifier(column) for column in columns]
         # Raw bytes both ways (results and the LOAD are in the binary character set): no conversion anywhere.
         select = (
-            "SET SESSION character_set_results = binary, time_zone = '+00:00', net_write_timeout = 3600, "
+            f"{before}SET SESSION character_set_results = binary, time_zone = '+00:00', net_write_timeout = 3600, "
             "max_statement_time = 0; "
             f"SELECT {', '.join(f'QUOTE({c})' for c in quoted)} FROM {target}"
         )

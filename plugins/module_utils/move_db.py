@@ -68,9 +68,10 @@ class DatabaseSide:
         return self._lib(engine).account_databases(self.connection(engine, "source"), self.account)
 
     def method_of(self, engine: str) -> str:
-        """`auto` and `live` mean live where the engine has a live method (which itself falls back to dump, per
-        database, where its prerequisites do not hold); dump elsewhere."""
-        if self.method == "dump" or engine not in dbcopy.LIVE_ENGINES:
+        """`live` means live where the engine has a live method, `auto` where that method is the default (a live
+        method itself falls back to dump where its prerequisites do not hold); dump elsewhere."""
+        engines = dbcopy.AUTO_LIVE_ENGINES if self.method == "auto" else dbcopy.LIVE_ENGINES
+        if self.method == "dump" or engine not in engines:
             return "dump"
         return "live"
 
@@ -215,7 +216,7 @@ class DatabaseSide:
                     for database in live:
                         verified = self.live_verified.get(engine, {}).get(database, {})
                         differences, hashed = copier.freeze_differences(database, verified)
-                        self.copied[database]["tables_hashed_in_freeze"] = hashed
+                        self.copied[database]["hashed_in_freeze"] = hashed
                         found += differences
                 finally:
                     copier.cleanup()

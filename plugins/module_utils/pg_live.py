@@ -9,6 +9,11 @@ initial sync copies the rows. At the freeze (copy): wait until the source's slot
 position, carry the sequences over, drop subscription, slot and publication, undo the replica identities. Downtime
 is the catch-up, not the size.
 
+Verification (verify_live, while live): a decoding slot (test_decoding) on each side starts recording row changes,
+then both sides are compared by chunks of each table's integer key. In the freeze (freeze_differences) the slots
+say which rows changed since: only their chunks are hashed again, and any change the destination made itself is a
+difference. The freeze's work grows with the writes since, not with the size.
+
 Where a prerequisite does not hold (wal_level, free slots and WAL senders, the destination server on this host so
 its pass file can be read by it), or a database changed shape since the pre-copy, that database travels by the dump
 method and the result says why. The subscription's connection string names a pass file in the destination server's
@@ -25,6 +30,7 @@ import re
 import time
 from typing import Any
 
+from ansible_collections.hosting.migration.plugins.module_utils import pg_decoding
 from ansible_collections.hosting.migration.plugins.module_utils.dbcopy import CopyError, Progress, write_private_file
 from ansible_collections.hosting.migration.plugins.module_utils.postgres import (
     _USER_RELATIONS,
@@ -52,6 +58,7 @@ _POLL_S = 0.05
 # Key values per chunk of the live verification (a chunk of a dense key is that many rows).
 CHUNK_KEYS = 10000
 NOT_STARTED = "no replication was set up in the pre-copy"
+_DROP_SLOT = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s"
 
 
 def live_settings(conn: Any) -> dict[str, Any]:
@@ -82,35 +89,6 @@ def _tables(conn: Any) -> list[list[str]]:
     return sorted(
         [schema, name] for schema, name in _query(conn, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["r"],))
     )
-
-
-def signatures(conn: Any) -> dict[str, list]:
-    """Per table (schema.name), what changes whenever its rows do: the server's counts of inserted, updated and
-    deleted rows, and its file node (TRUNCATE, which counts no row, gives a new one). Statistics of a session reach
-    these counts when it ends, which the freeze makes sure of."""
-    rows = _query(
-        conn,
-        "SELECT n.nspname || '.' || c.relname, pg_stat_get_tuples_inserted(c.oid), "
-        "pg_stat_get_tuples_updated(c.oid), pg_stat_get_tuples_deleted(c.oid), c.relfilenode "
-        f"{_USER_RELATIONS}",
-        (["r"],),
-    )
-    return {table: [int(ins), int(upd), int(dele), int(node)] for table, ins, upd, dele, node in rows}
-
-
-def settled_signatures(conn: Any, bound: float = 2.0) -> dict[str, list]:
-    """signatures() once no other session is connected to this database (bounded wait), plus a moment: a session
-    that has ended reports its last statistics as it exits, just after it leaves pg_stat_activity."""
-    deadline = time.monotonic() + bound
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND backend_type = 'client backend'"
-    )
-    while _query(conn, query)[0][0] and time.monotonic() < deadline:
-        time.sleep(_POLL_S)
-    time.sleep(0.1)
-    _query(conn, "SELECT pg_stat_clear_snapshot()")
-    return signatures(conn)
 
 
 def chunk_key(conn: Any, table: str) -> str | None:
@@ -164,11 +142,11 @@ def _sums(conn: Any, table: str, key: str | None, chunks: set[int] | None) -> di
     return sums
 
 
-def _relations(conn: Any) -> list[str]:
-    """The tables and sequences whose checksums table_checksums computes (schema.name)."""
+def _relations(conn: Any, kinds: str = "rS") -> list[str]:
+    """The tables and sequences (kinds r, S) whose checksums table_checksums computes (schema.name)."""
     return [
         f"{schema}.{name}"
-        for schema, name in _query(conn, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (["r", "S"],))
+        for schema, name in _query(conn, f"SELECT n.nspname, c.relname {_USER_RELATIONS}", (list(kinds),))
     ]
 
 
@@ -177,6 +155,13 @@ def replication_name(database: str) -> str:
     if _NAME_RE.fullmatch(database):
         return f"hm_{database}"
     return "hm_" + hashlib.sha256(database.encode()).hexdigest()[:32]
+
+
+def verification_slot(database: str) -> str:
+    """The live verification's decoding slot of one database (on both servers)."""
+    if _NAME_RE.fullmatch(database) and len(database) < 60:
+        return f"hmv_{database}"
+    return "hmv_" + hashlib.sha256(database.encode()).hexdigest()[:32]
 
 
 class PostgresLiveCopy(PostgresDumpCopy):
@@ -198,12 +183,14 @@ class PostgresLiveCopy(PostgresDumpCopy):
             "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
             "current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)",
         )[0]
-        # One slot per database, plus the initial sync's temporary slots (max_sync_workers_per_subscription: 2).
-        needed = sum(1 for d in databases if not self._has_slot(source, d)) + 2
-        if needed > min(slots_free, senders_free):
+        # Per database a subscription's slot and WAL sender, plus the initial sync's temporary ones
+        # (max_sync_workers_per_subscription: 2); the verification's decoding slots need no sender.
+        senders = sum(1 for d in databases if not self._has_slot(source, d)) + 2
+        slots = senders + len(databases)
+        if slots > slots_free or senders > senders_free:
             problems.append(
                 f"the source has {slots_free} free replication slot(s) and {senders_free} free WAL sender(s); "
-                f"{len(databases)} database(s) need {needed}"
+                f"{len(databases)} database(s) need {slots} and {senders}"
             )
         if not _query(source, "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user")[0][0]:
             problems.append(f"{self.source.user} on the source may not replicate")
@@ -420,7 +407,7 @@ class PostgresLiveCopy(PostgresDumpCopy):
             waited = time.monotonic() - started
             with self.connected("destination", database) as destination:
                 copy_sequences(source, destination)
-        self.drop_replication(database)
+        self._drop_subscription(database)  # the decoding slots stay for the freeze's verification
         counters["bytes_done"] += size
         progress("databases", **counters)
         return {
@@ -434,15 +421,18 @@ class PostgresLiveCopy(PostgresDumpCopy):
 
     def verify_live(self, database: str, rounds: int = 3) -> dict[str, dict]:
         """While the account runs, compare both sides' content, each side once the destination has applied what
-        the source's snapshot held. A table with a single integer primary key is compared by chunks of its key
-        range, so the rounds after the first re-hash only the chunks that differed (rows written meanwhile, as
-        pt-table-checksum does); other tables as a whole. Returns, per table compared, the signatures of both
-        sides from before the first snapshot, its chunk key, and the chunks still differing after `rounds` (the
-        freeze re-hashes those). A table never found equal as a whole is left out: the freeze hashes it."""
+        the source's snapshot held. First a decoding slot on each side (test_decoding) starts recording the rows
+        changed from here on, so the freeze re-hashes only those (source) and finds any change made on the
+        destination outside the replication. A table with a single integer primary key is compared by chunks of
+        its key range, so the rounds after the first re-hash only the chunks that differed (rows written
+        meanwhile, as pt-table-checksum does); other tables as a whole. Returns, per table compared, its chunk
+        key and the chunks still differing after `rounds`. Empty when the slots could not be made (the freeze then
+        hashes every table); a table never found equal as a whole is left out (the freeze hashes it)."""
         with self.connected("source", database) as source, self.connected("destination", database) as destination:
-            signed = [signatures(source), signatures(destination)]
-            keys = {table: chunk_key(source, table) for table in signed[0]}
-            pending: dict[str, set[int] | None] = dict.fromkeys(signed[0])  # None: all of it
+            if not self._start_recording(database, source, destination):
+                return {}
+            keys = {table: chunk_key(source, table) for table in _relations(source, "r")}
+            pending: dict[str, set[int] | None] = dict.fromkeys(keys)  # None: all of it
             for _round in range(rounds):
                 source_sums = {t: _sums(source, t, keys[t], chunks) for t, chunks in pending.items()}
                 if not self._wait_caught_up(source, database):
@@ -458,15 +448,36 @@ class PostgresLiveCopy(PostgresDumpCopy):
                 if not pending:
                     break
         return {
-            table: {
-                "signature": [signed[0][table], signed[1].get(table)],
-                "key": keys[table],
-                "pending": sorted(pending.get(table) or []),
-            }
-            for table in signed[0]
+            table: {"key": keys[table], "pending": sorted(pending.get(table) or [])}
+            for table in keys
             # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
             if table not in pending or (keys[table] and pending[table] is not None)
         }
+
+    def _start_recording(self, database: str, source: Any, destination: Any) -> bool:
+        """A fresh decoding slot in the database on both sides (a re-run's old ones are dropped first). False,
+        with none left, where one cannot be made: wal_level below logical, no free slot."""
+        name = verification_slot(database)
+        try:
+            for conn in (source, destination):
+                _query(conn, _DROP_SLOT, (name,))
+                _query(conn, "SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (name,))
+        except Exception:  # noqa: BLE001 - any refusal means: verify in the freeze, as the dump method does
+            self._drop_recording(database)
+            return False
+        return True
+
+    def _recorded(self, conn: Any, database: str, only_local: bool = False) -> list[str] | None:
+        """The row changes committed in this database since its decoding slot was made (None: no slot). With
+        only_local, those not applied by a replication (no origin): on the destination, writes by anyone else."""
+        name = verification_slot(database)
+        if not _query(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (name,)):
+            return None
+        options = ["skip-empty-xacts", "1", "include-xids", "0"] + (["only-local", "1"] if only_local else [])
+        rows = _query(
+            conn, "SELECT data FROM pg_logical_slot_peek_changes(%s, NULL, NULL, VARIADIC %s::text[])", (name, options)
+        )
+        return [data for (data,) in rows]
 
     def _wait_caught_up(self, source: Any, database: str) -> bool:
         """Until the subscription has applied everything the source has written up to now (bounded)."""
@@ -485,58 +496,57 @@ class PostgresLiveCopy(PostgresDumpCopy):
 
     def freeze_differences(self, database: str, verified: dict[str, dict]) -> tuple[list[str], int]:
         """In the freeze, after the catch-up: the differences between the two sides, without re-reading what the
-        live verification already compared. Per table it verified: untouched on both sides since, nothing to do;
-        written since, every insert, update and delete the source counted since must have been applied here (the
-        servers' row counters, compared - else the table is hashed whole), and the chunks that still differed
-        are hashed again. Tables it did not verify, and the sequences, are hashed whole. Returns (differences,
-        tables hashed whole)."""
-        with self.connected("source", database) as source, self.connected("destination", database) as destination:
-            now = [settled_signatures(source), settled_signatures(destination)]
-            to_hash = set(_relations(source)) | set(_relations(destination))
-            differences = []
-            for table, record in verified.items():
-                if not self._applied_since(destination, table, record, now):
-                    continue  # stays in to_hash
-                to_hash.discard(table)
-                for chunk in record["pending"]:
-                    ours = _sums(source, table, record["key"], {chunk}).get(chunk)
-                    theirs = _sums(destination, table, record["key"], {chunk}).get(chunk)
-                    if ours != theirs:
+        live verification already compared. The decoding slots say which rows changed since: on the source, the
+        chunks holding them (and those that still differed) are hashed again on both sides; on the destination,
+        any change not applied by the replication is a difference. Tables the live verification did not verify,
+        tables changed without a readable key, and the sequences are hashed whole. Returns (differences, tables
+        hashed whole, sequences aside); the decoding slots are gone afterwards."""
+        differences: list[str] = []
+        try:
+            with self.connected("source", database) as source, self.connected("destination", database) as dest:
+                to_hash = set(_relations(source)) | set(_relations(dest))
+                sequences = set(_relations(source, "S")) | set(_relations(dest, "S"))
+                source_changes = self._recorded(source, database) if verified else None
+                local_changes = self._recorded(dest, database, only_local=True) if verified else None
+                if source_changes is not None and local_changes is not None:
+                    for table, count in sorted(pg_decoding.touched_tables(local_changes).items()):
                         differences.append(
-                            f"postgresql table {database}.{table}, key {record['key']} from {chunk * CHUNK_KEYS} "
-                            f"to {(chunk + 1) * CHUNK_KEYS - 1}: source {ours} != destination {theirs}"
+                            f"postgresql table {database}.{table}: {count} row change(s) made on the destination "
+                            "outside the replication"
                         )
-            source_sums = table_checksums(source, database, only=to_hash)
-            destination_sums = table_checksums(destination, database, only=to_hash)
+                    keys = {table: record["key"] for table, record in verified.items()}
+                    try:
+                        changed = pg_decoding.changed_rows(source_changes, keys)
+                    except ValueError:  # text it cannot read: every table counts as changed
+                        changed = dict.fromkeys(keys)
+                    for table, record in verified.items():
+                        rows = changed.get(table, set())
+                        if rows is None:
+                            continue  # stays in to_hash
+                        to_hash.discard(table)
+                        chunks = {row // CHUNK_KEYS for row in rows} | set(record["pending"])
+                        if not chunks:
+                            continue
+                        ours = _sums(source, table, record["key"], chunks)
+                        theirs = _sums(dest, table, record["key"], chunks)
+                        differences += [
+                            f"postgresql table {database}.{table}, key {record['key']} from {chunk * CHUNK_KEYS} "
+                            f"to {(chunk + 1) * CHUNK_KEYS - 1}: source {ours.get(chunk)} != destination "
+                            f"{theirs.get(chunk)}"
+                            for chunk in sorted(chunks)
+                            if ours.get(chunk) != theirs.get(chunk)
+                        ]
+                source_sums = table_checksums(source, database, only=to_hash)
+                destination_sums = table_checksums(dest, database, only=to_hash)
+        finally:
+            self._drop_recording(database)
         differences += [
             f"postgresql table {database}.{table}: source {source_sums.get(table)} != destination "
             f"{destination_sums.get(table)}"
             for table in sorted(to_hash)
             if source_sums.get(table) != destination_sums.get(table)
         ]
-        return differences, len(to_hash)
-
-    def _applied_since(self, destination: Any, table: str, record: dict, now: list[dict]) -> bool:
-        """Whether every row change the source counted on `table` since the live verification was applied on the
-        destination, and nothing else happened to it there (same file node on each side: no TRUNCATE, no
-        rewrite). The destination's counters lag its apply worker by up to a second or two: bounded wait."""
-        (source_then, destination_then), source_now = record["signature"], now[0].get(table)
-        if source_now is None or destination_then is None or source_now[3] != source_then[3]:
-            return False
-        deadline = time.monotonic() + 3.0
-        destination_now = now[1].get(table)
-        while True:
-            if destination_now is None or destination_now[3] != destination_then[3]:
-                return False
-            applied = [destination_now[i] - destination_then[i] for i in range(3)]
-            counted = [source_now[i] - source_then[i] for i in range(3)]
-            if applied == counted:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(_POLL_S)
-            _query(destination, "SELECT pg_stat_clear_snapshot()")
-            destination_now = signatures(destination).get(table)
+        return differences, sorted(to_hash - sequences)
 
     # ---- what is left behind: nothing --------------------------------------------------------------------------
 
@@ -565,6 +575,17 @@ class PostgresLiveCopy(PostgresDumpCopy):
         return record if isinstance(record, dict) else {}
 
     def drop_replication(self, database: str) -> None:
+        """Remove everything replication and verification set up for the database; idempotent."""
+        self._drop_subscription(database)
+        self._drop_recording(database)
+
+    def _drop_recording(self, database: str) -> None:
+        """The verification's decoding slots, on both sides (idle outside a peek: dropped at once)."""
+        for side in ("source", "destination"):
+            with self.connected(side) as conn:
+                _query(conn, _DROP_SLOT, (verification_slot(database),))
+
+    def _drop_subscription(self, database: str) -> None:
         """Remove subscription, slot, publication and the replica identities the publication set; idempotent."""
         name = replication_name(database)
         with self.connected("destination") as conn:
@@ -586,11 +607,7 @@ class PostgresLiveCopy(PostgresDumpCopy):
                 if time.monotonic() > deadline:
                     raise CopyError(f"postgresql: the replication slot {name} on the source is still in use")
                 time.sleep(_POLL_S)  # its WAL sender ends once the disabled subscription's worker has gone
-            _query(
-                conn,
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                (name,),
-            )
+            _query(conn, _DROP_SLOT, (name,))
         record = self._publication(database)
         if record is not None:
             with self.connected("source", database) as conn:

@@ -161,16 +161,22 @@ options:
   db_method:
     description:
       - How databases travel. V(dump) copies them while the account is frozen (downtime grows with size).
-      - V(live) (PostgreSQL) replicates them from the pre-copy on (publication on the source, subscription here)
-        and only catches up while frozen. Its tables are compared while the account still runs (by chunks of an
-        integer primary key, as pt-table-checksum does, so rows written meanwhile are re-checked alone); the
-        freeze then checks only what was written since - every row change the source counted was applied here,
-        the chunks that still differed - so neither the copy nor the verification grows the downtime with the
-        size. A database whose prerequisites do not hold (C(wal_level=logical) on the
-        source, free replication slots and WAL senders, the destination server on this host) or whose tables
-        changed since the pre-copy travels by dump, and RV(db_precopy) or RV(databases) says why. Nothing of the
-        replication is left after the move, a failed move or a rollback.
-      - V(auto) is V(live) where the engine has a live method (PostgreSQL) and V(dump) elsewhere (MariaDB).
+      - V(live) replicates them from the pre-copy on and only catches up while frozen. PostgreSQL - a publication
+        on the source, a subscription here; its tables are compared while the account still runs (by chunks of
+        an integer primary key, as pt-table-checksum does, so rows written meanwhile are re-checked alone), and
+        the freeze re-hashes only the chunks of the rows changed since (decoding slots on both sides record them;
+        a change made here outside the replication is a difference), so neither the copy nor the verification
+        grows the downtime with the size. Its prerequisites - C(wal_level=logical) on the source (and here, for the
+        fast verification), free replication slots and WAL senders, the destination server on this host.
+        MariaDB - one consistent snapshot of the account's tables with its binary log position, loaded while
+        live, then a named replication connection C(hm_<account>) here, filtered to the account's databases;
+        its freeze still hashes every table. Its prerequisites - the source's binary log (ROW or MIXED), distinct
+        C(server_id)s, no scheduled events in the databases, at most 100 tables.
+      - A database whose prerequisites do not hold or whose tables changed since the pre-copy travels by dump,
+        and RV(db_precopy) or RV(databases) says why. Nothing of the replication is left after the move, a failed
+        move or a rollback.
+      - V(auto) is V(live) for PostgreSQL and V(dump) for MariaDB (whose live method is chosen only when asked for,
+        until its freeze verifies by chunks too).
       - With O(precopy_only=true) no replication starts (it would hold the source's WAL until the move).
     type: str
     choices: [auto, live, dump]
@@ -261,7 +267,9 @@ bytes:
 databases:
   description:
     - Per database, seconds, bytes, its engine and the method that carried it (V(live) or V(dump)); for V(live),
-      C(catch_up_seconds) inside the freeze; for a database that fell back to V(dump), C(live_problem).
+      C(catch_up_seconds) inside the freeze and C(hashed_in_freeze), the tables the freeze's verification hashed
+      whole (the others were compared while live, and only the chunks of rows changed since were hashed again);
+      for a database that fell back to V(dump), C(live_problem).
   returned: when databases were copied
   type: dict
 db_precopy:

@@ -41,8 +41,8 @@ options:
         required: true
   replication_slots:
     description:
-      - Replication slots and WAL senders to provide at least - one per account database moving at once, plus two
-        for each database's initial sync.
+      - Replication slots and WAL senders to provide at least - per account database moving at once, two slots
+        (its replication and its verification's decoding) and one sender, plus two of each for the initial sync.
     type: int
     default: 16
   restart_command:

@@ -1,5 +1,5 @@
-"""The live method's names and its choice per engine (the method itself runs against the lab:
-tests/integration/test_pg_live.py)."""
+"""The live methods' names and their choice per engine (the methods themselves run against the lab:
+tests/integration/test_pg_live.py, test_mariadb_live.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import re
 import pytest
 
 from ansible_collections.hosting.migration.plugins.module_utils import dbcopy
+from ansible_collections.hosting.migration.plugins.module_utils.mariadb import endpoint as mariadb_endpoint
+from ansible_collections.hosting.migration.plugins.module_utils.mariadb_live import MariaDBLiveCopy
 from ansible_collections.hosting.migration.plugins.module_utils.pg_live import (
     PostgresLiveCopy,
     missing_settings,
     replication_name,
+    verification_slot,
 )
 from ansible_collections.hosting.migration.plugins.module_utils.postgres import endpoint
 
@@ -28,12 +31,22 @@ def test_replication_names_of_different_databases_differ():
     assert len({replication_name(n) for n in names}) == len(names)
 
 
-def test_live_is_a_postgresql_method_only(tmp_path):
+def test_each_engine_has_its_live_method_and_auto_picks_postgresql_s_only(tmp_path):
     source = endpoint(host="10.0.0.1", user="admin", password="pw")
     copier = dbcopy.database_copy("postgresql", "live", source, source, "bob", tmpdir=str(tmp_path))
     assert isinstance(copier, PostgresLiveCopy) and copier.method == "live"
-    with pytest.raises(ValueError, match="mariadb has no live method"):
-        dbcopy.database_copy("mariadb", "live", source, source, "alice", tmpdir=str(tmp_path))
+    mariadb_source = mariadb_endpoint(host="10.0.0.1", user="admin", password="pw")
+    copier = dbcopy.database_copy("mariadb", "live", mariadb_source, mariadb_source, "alice", tmpdir=str(tmp_path))
+    assert isinstance(copier, MariaDBLiveCopy) and copier.method == "live"
+    assert dbcopy.AUTO_LIVE_ENGINES == ("postgresql",)
+    with pytest.raises(ValueError, match="unknown database copy method 'stream'"):
+        dbcopy.database_copy("mariadb", "stream", mariadb_source, mariadb_source, "alice", tmpdir=str(tmp_path))
+
+
+@pytest.mark.parametrize("database", ["bob_app", "bob_App", "bob_" + "x" * 63])
+def test_verification_slots_are_valid_and_apart_from_the_replication_s(database):
+    assert SLOT_NAME.fullmatch(verification_slot(database))
+    assert verification_slot(database) != replication_name(database)
 
 
 @pytest.mark.parametrize(

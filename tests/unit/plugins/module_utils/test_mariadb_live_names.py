@@ -1,0 +1,35 @@
+"""The MariaDB live method's names and the forms it hands to the servers (the method itself runs against the lab:
+tests/integration/test_mariadb_live.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ansible_collections.hosting.migration.plugins.module_utils.mariadb_live import (
+    _wild_pattern,
+    connection_name,
+    native_password_hash,
+    replication_user,
+)
+
+
+def test_the_source_gets_the_password_s_native_hash_not_the_password():
+    # MySQL's documented PASSWORD('password').
+    assert native_password_hash("password") == "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
+    assert re.fullmatch(r"\*[0-9A-F]{40}", native_password_hash("x y'\"$;()\\"))
+
+
+@pytest.mark.parametrize(
+    ("database", "pattern"),
+    [("alice_shop", "alice\\_shop.%"), ("alice_a_b", "alice\\_a\\_b.%"), ("alice_x9", "alice\\_x9.%")],
+)
+def test_wild_patterns_match_the_database_only(database, pattern):
+    assert _wild_pattern(database) == pattern
+
+
+def test_names_fit_mariadb_limits():
+    account = "a" + "b" * 31
+    assert len(connection_name(account)) <= 64 and len(replication_user(account)) <= 80
+    assert connection_name("alice") == "hm_alice" and replication_user("alice") == "hm_repl_alice"
