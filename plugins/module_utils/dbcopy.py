@@ -36,8 +36,8 @@ ENGINES = ("mariadb", "postgresql")
 METHODS = ("dump", "live")
 # Engines with a live method (replication from the pre-copy on); the others use dump whatever is asked.
 LIVE_ENGINES = ("postgresql", "mariadb")
-# Those whose live method `auto` chooses (MariaDB's verifies every table in the freeze yet: asked for only).
-AUTO_LIVE_ENGINES = ("postgresql",)
+# Those whose live method `auto` chooses.
+AUTO_LIVE_ENGINES = ("postgresql", "mariadb")
 # What follows `<account>_` in a database, user or role name the collection will touch.
 _SUFFIX_RE = re.compile(r"[A-Za-z0-9_]{1,63}")
 # Stderr kept per failed stage in an error message: the tools put the reason in their last lines.

@@ -244,32 +244,38 @@ def _columns(conn: Any, database: str, table_types: tuple[str, ...], *, generate
     return columns
 
 
-def table_checksums(conn: Any, database: str) -> dict[str, tuple[int, str]]:
+def table_checksums(conn: Any, database: str, only: set[str] | None = None) -> dict[str, tuple[int, str]]:
     """{table: (row_count, content_hash)} for the base tables and sequences of `database`, computed by the server.
 
     The hash is the sum over rows of a 60-bit slice of MD5 of the row's canonical text (every column's bytes joined
     by '#', plus which columns are NULL), as pt-table-checksum does: independent of row order, equal on two servers
     with the same data, different when a byte changes or a row is swapped for another. Times are read in UTC so the
-    servers' time zones do not matter."""
+    servers' time zones do not matter. `only`: these tables alone."""
     sums = {}
     quoted_db = quote_identifier(database)
     for table, columns in _columns(conn, database, ("BASE TABLE", "SEQUENCE"), generated=True).items():
-        quoted = [quote_identifier(column) for column in columns]
-        row_text = (
-            "CONCAT_WS('#', "
-            + ", ".join(f"CAST({c} AS BINARY)" for c in quoted)
-            + ", CONCAT("
-            + ", ".join(f"ISNULL({c})" for c in quoted)
-            + "))"
-        )
+        if only is not None and table not in only:
+            continue
         count, total = _query(
             conn,
             "SET STATEMENT time_zone = '+00:00', max_statement_time = 0 FOR "
-            f"SELECT COUNT(*), COALESCE(SUM(CAST(CONV(LEFT(MD5({row_text}), 15), 16, 10) AS UNSIGNED)), 0) "
-            f"FROM {quoted_db}.{quote_identifier(table)}",
+            f"SELECT COUNT(*), {rows_hash(columns)} FROM {quoted_db}.{quote_identifier(table)}",
         )[0]
         sums[table] = (int(count), format(int(total), "x"))
     return sums
+
+
+def rows_hash(columns: list[str]) -> str:
+    """The aggregate of table_checksums' hash over the rows a query selects (from a table with these columns)."""
+    quoted = [quote_identifier(column) for column in columns]
+    row_text = (
+        "CONCAT_WS('#', "
+        + ", ".join(f"CAST({c} AS BINARY)" for c in quoted)
+        + ", CONCAT("
+        + ", ".join(f"ISNULL({c})" for c in quoted)
+        + "))"
+    )
+    return f"COALESCE(SUM(CAST(CONV(LEFT(MD5({row_text}), 15), 16, 10) AS UNSIGNED)), 0)"
 
 
 def loadable_table(create: str) -> tuple[str, str | None]:

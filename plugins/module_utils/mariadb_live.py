@@ -13,8 +13,13 @@ databases, as a replication user made for the move (allowed from the destination
 random, given to the source as a hash). Freeze (copy): wait until the connection has executed up to the source's
 current binary log position (bounded), carry sequence values over, stop and remove the connection and the user.
 
+Verification (verify_live, while live): both servers' binary log positions are noted, then both sides are compared
+by chunks of each table's integer key. In the freeze (freeze_differences) the logs since then say which rows
+changed: only their chunks are hashed again, and a row the destination changed itself is a difference.
+
 Where a prerequisite does not hold (binary log, distinct server_id, no events in the databases, not too many
-tables) or the connection broke or did not catch up, the databases travel by the dump method and the result says
+tables, no other account's live move from the same source server: MariaDB gives a destination one connection per
+source) or the connection broke or did not catch up, the databases travel by the dump method and the result says
 why. Nothing of the replication is left after a move, a failure or a rollback (drop_replication).
 """
 
@@ -22,19 +27,28 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import subprocess
 import threading
 import time
 from typing import Any
 
+from ansible_collections.hosting.migration.plugins.module_utils import mariadb_binlog
 from ansible_collections.hosting.migration.plugins.module_utils.dbcopy import CopyError, Job, Progress
 from ansible_collections.hosting.migration.plugins.module_utils.mariadb import (
+    HAS_PYMYSQL,
     MariaDBDumpCopy,
     _columns,
     _query,
     quote_identifier,
+    rows_hash,
     table_checksums,
 )
 
+if HAS_PYMYSQL:
+    import pymysql
+
+# MariaDB's error for a second connection to the same source server (host and port).
+_CONNECTION_CONFLICT = 1934
 # Readers held in their snapshot at once: each is a connection to the source.
 MAX_TABLES = 100
 GATE_S = 60.0
@@ -42,6 +56,9 @@ CATCH_UP_S = 30.0
 START_S = 20.0
 _POLL_S = 0.05
 NOT_STARTED = "no replication was set up in the pre-copy"
+# Key values per chunk of the live verification (a chunk of a dense key is that many rows).
+CHUNK_KEYS = 10000
+_INTEGER_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
 
 
 def connection_name(account: str) -> str:
@@ -82,6 +99,93 @@ def _master_position(conn: Any) -> tuple[str, int]:
     return rows[0][0], int(rows[0][1])
 
 
+# ---- what a source server needs (db_live_prereqs) -----------------------------------------------------------------
+
+
+def binlog_settings(conn: Any) -> dict[str, Any]:
+    """The running values live moves depend on."""
+    log_bin, binlog_format, server_id = _query(conn, "SELECT @@log_bin, @@binlog_format, @@server_id")[0]
+    return {"log_bin": bool(int(log_bin)), "binlog_format": binlog_format, "server_id": int(server_id)}
+
+
+def missing_binlog_settings(settings: dict[str, Any], server_id: int) -> dict[str, Any]:
+    """What to change (name: new value) so the server can be the source, and the destination, of live moves: its
+    binary log on, in ROW format (the freeze reads changed rows from it), with the server_id it was given (the two
+    servers' must differ, or replication would skip the source's events as its own)."""
+    changes: dict[str, Any] = {}
+    if not settings["log_bin"]:
+        changes["log_bin"] = True
+    if settings["binlog_format"] != "ROW":
+        changes["binlog_format"] = "ROW"
+    if settings["server_id"] != server_id:
+        changes["server_id"] = server_id
+    return changes
+
+
+def binlog_config(server_id: int, log_bin: bool) -> str:
+    """The option file that keeps the settings across restarts (log_bin: whether it turns the binary log on)."""
+    lines = [
+        "# Written by hosting.migration.db_live_prereqs: live account moves replicate from the binary log.",
+        "[mariadbd]",
+    ]
+    if log_bin:
+        lines.append("log_bin = mysql-bin")
+    lines += ["binlog_format = ROW", f"server_id = {int(server_id)}"]
+    return "\n".join(lines) + "\n"
+
+
+def chunk_key(conn: Any, database: str, table: str) -> tuple[str, int] | None:
+    """(name, column number) of `table`'s primary key if it is a single integer column, and the table has no
+    generated column (the binary log's column numbers would not be the catalog's)."""
+    columns = _query(
+        conn,
+        "SELECT c.COLUMN_NAME, c.ORDINAL_POSITION, c.DATA_TYPE, c.COLUMN_KEY, c.IS_GENERATED "
+        "FROM information_schema.COLUMNS c WHERE c.TABLE_SCHEMA = %s AND c.TABLE_NAME = %s",
+        (database, table),
+    )
+    if any(generated != "NEVER" for *_rest, generated in columns):
+        return None
+    (primary,) = _query(
+        conn,
+        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "AND INDEX_NAME = 'PRIMARY'",
+        (database, table),
+    )[0]
+    keys = [(name, int(ordinal)) for name, ordinal, kind, key, _generated in columns if key == "PRI"]
+    if primary != 1 or len(keys) != 1:
+        return None
+    kind = next(kind for name, _ordinal, kind, _key, _generated in columns if name == keys[0][0])
+    return keys[0] if kind in _INTEGER_TYPES else None
+
+
+def _sums(
+    conn: Any, database: str, table: str, columns: list[str], key: str | None, chunks: set[int] | None
+) -> dict[int, tuple[int, str]]:
+    """Row count and content hash (table_checksums' hash) of each chunk of CHUNK_KEYS values of `table`'s integer
+    key `key` (the chunks named, or all), or of the whole table as chunk 0 when it has no such key."""
+    target = f"{quote_identifier(database)}.{quote_identifier(table)}"
+    prefix = "SET STATEMENT time_zone = '+00:00', max_statement_time = 0 FOR "
+    hashed = rows_hash(columns)
+    if key is None:
+        rows = _query(conn, f"{prefix}SELECT 0, COUNT(*), {hashed} FROM {target}")
+    elif chunks is None:
+        column = quote_identifier(key)
+        rows = _query(
+            conn, f"{prefix}SELECT FLOOR({column} / {CHUNK_KEYS}), COUNT(*), {hashed} FROM {target} GROUP BY 1"
+        )
+    else:
+        column = quote_identifier(key)
+        rows = []
+        for chunk in sorted(chunks):
+            low, high = int(chunk) * CHUNK_KEYS, (int(chunk) + 1) * CHUNK_KEYS
+            rows += _query(
+                conn,
+                f"{prefix}SELECT {int(chunk)}, COUNT(*), {hashed} FROM {target} "
+                f"WHERE {column} >= {low} AND {column} < {high}",
+            )
+    return {int(chunk): (int(count), format(int(total), "x")) for chunk, count, total in rows if count}
+
+
 class MariaDBLiveCopy(MariaDBDumpCopy):
     method = "live"
     SECONDS_PER_GB = 0.0
@@ -117,7 +221,26 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
             if tables > MAX_TABLES:
                 problems.append(f"the databases hold {tables} tables, more than the {MAX_TABLES} one snapshot takes")
         problems += self.check_destination(destination)
+        other = self._other_connection(destination)
+        if other:
+            problems.append(f"{other}; MariaDB replicates from one source server through one connection at a time")
         return problems
+
+    def _other_connection(self, destination: Any) -> str | None:
+        """Another account's live move replicating from the same source server, if there is one."""
+        with destination.cursor() as cursor:
+            cursor.execute("SHOW ALL SLAVES STATUS")
+            columns = [column[0] for column in cursor.description or []]
+            for row in cursor.fetchall():
+                status = {columns[i]: value for i, value in enumerate(row)}
+                name = status.get("Connection_name")
+                same = (status.get("Master_Host"), int(status.get("Master_Port") or 0)) == (
+                    self.source.host,
+                    int(self.source.port),
+                )
+                if same and name != connection_name(self.account):
+                    return f"the replication connection {name} (another account's live move) reads this source"
+        return None
 
     # ---- the interface -----------------------------------------------------------------------------------------
 
@@ -152,7 +275,17 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
                 self._step(
                     f"finishing database {database}", lambda d=database: self.finish_database(d, source, destination)
                 )
-            self._step("starting the replication", lambda: self._start(position, databases, source, destination))
+            try:
+                self._start(position, databases, source, destination)
+            except pymysql.err.OperationalError as error:
+                if error.args[0] != _CONNECTION_CONFLICT:
+                    raise CopyError(f"mariadb: starting the replication failed: {error}") from error
+                # Another account's move started its connection from this source meanwhile.
+                self.drop_replication()
+                return {"method": "dump", "live_problems": [f"{error.args[1]}; MariaDB replicates from one source "
+                                                            "server through one connection at a time"]}  # fmt: skip
+            except Exception as error:
+                raise CopyError(f"mariadb: starting the replication failed: {error}") from error
         return {"method": "live", "databases": dict.fromkeys(databases, "started")}
 
     def _replicating(self, destination: Any) -> str | None:
@@ -342,23 +475,153 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
             (next_value,) = _query(source, f"SELECT next_not_cached_value FROM {target}")[0]
             _query(destination, f"SELECT SETVAL({target}, %s, 0)", (int(next_value),))
 
-    # ---- verification --------------------------------------------------------------------------------------------
+    # ---- verification that does not grow the freeze with size --------------------------------------------------
 
-    def verify_live(self, database: str) -> dict[str, dict]:
-        """Nothing is compared while live yet: the freeze hashes every table (freeze_differences)."""
-        return {}
+    def verify_live(self, database: str, rounds: int = 3) -> dict:
+        """While the account runs, compare both sides' content: the source's in one consistent snapshot, the
+        destination's once it executed the source's position after that snapshot. Both servers' binary log
+        positions are noted first, so the freeze reads from the logs which rows changed since (the source's: only
+        their chunks are hashed again; the destination's: any change there is a difference). A table with a single
+        integer primary key is compared by chunks of its key range, so later rounds re-hash only the chunks that
+        differed (rows written meanwhile); other tables as a whole. Returns {"recording": positions, "tables":
+        {table: its key, the key's column number and the chunks still differing}}; empty (the freeze hashes
+        everything) where the logs cannot tell rows: the source's log not in ROW format, or no log here. A table
+        never found equal as a whole is left out (the freeze hashes it)."""
+        with self.connected("source", database) as source, self.connected("destination", database) as destination:
+            (binlog_format,) = _query(source, "SELECT @@binlog_format")[0]
+            (logging,) = _query(destination, "SELECT @@log_bin")[0]
+            if binlog_format != "ROW" or not int(logging):
+                return {}
+            recording = {"source": _master_position(source), "destination": _master_position(destination)}
+            columns = _columns(source, database, ("BASE TABLE",), generated=True)
+            keys = {table: chunk_key(source, database, table) for table in columns}
+            pending: dict[str, set[int] | None] = dict.fromkeys(columns)  # None: all of it
+            for _round in range(rounds):
 
-    def freeze_differences(self, database: str, verified: dict[str, dict]) -> tuple[list[str], list[str]]:
-        """In the freeze, after the catch-up: every table hashed on both sides. Returns (differences, tables
-        hashed whole)."""
+                def sums(conn: Any) -> dict[str, dict[int, tuple[int, str]]]:
+                    return {
+                        t: _sums(conn, database, t, columns[t], keys[t] and keys[t][0], chunks)
+                        for t, chunks in pending.items()
+                    }
+
+                _query(source, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                try:
+                    source_sums = sums(source)
+                finally:
+                    _query(source, "COMMIT")
+                if self._catch_up(source, destination) is not None:
+                    break
+                destination_sums = sums(destination)
+                for table in list(pending):
+                    ours, theirs = source_sums[table], destination_sums[table]
+                    differing = {c for c in ours.keys() | theirs.keys() if ours.get(c) != theirs.get(c)}
+                    if differing:
+                        pending[table] = differing if keys[table] else None
+                    else:
+                        del pending[table]
+                if not pending:
+                    break
+        return {
+            "recording": recording,
+            "tables": {
+                table: {
+                    "key": keys[table] and keys[table][0],
+                    "ordinal": keys[table] and keys[table][1],
+                    "pending": sorted(pending.get(table) or []),
+                }
+                for table in columns
+                # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
+                if table not in pending or (keys[table] and pending[table] is not None)
+            },
+        }
+
+    def freeze_differences(self, database: str, verified: dict) -> tuple[list[str], list[str]]:
+        """In the freeze, after the catch-up: the differences between the two sides, without re-reading what the
+        live verification compared. From the binary logs since then: the chunks of the rows the source changed
+        (and those that still differed) are hashed again on both sides; a row the destination changed itself is a
+        difference. Tables not verified live, tables changed without a readable key, every table when a statement
+        may have changed the database, and sequences are hashed whole. Returns (differences, tables hashed whole,
+        sequences aside)."""
+        tables, recording = verified.get("tables") or {}, verified.get("recording")
+        differences: list[str] = []
+        self.write_credentials()  # mariadb-binlog reads each server's log with its option file
         with self.connected("source") as source, self.connected("destination") as destination:
-            ours, theirs = table_checksums(source, database), table_checksums(destination, database)
-        differences = [
+            sequences = set(self._tables(source, database, "SEQUENCE")) | set(
+                self._tables(destination, database, "SEQUENCE")
+            )
+            to_hash = set(_columns(source, database, ("BASE TABLE",), generated=True)) | set(
+                _columns(destination, database, ("BASE TABLE",), generated=True)
+            )
+            changes = self._logged_changes(database, tables, recording) if tables and recording else None
+            if changes is not None:
+                on_source, on_destination = changes
+                for table in sorted(set(on_destination.rows) - sequences):
+                    differences.append(
+                        f"mariadb table {database}.{table}: rows changed on the destination outside the replication"
+                    )
+                for table, record in tables.items() if not on_source.statements else ():
+                    rows = on_source.rows.get(table, set())
+                    if rows is None:
+                        continue  # stays in to_hash
+                    to_hash.discard(table)
+                    chunks = {row // CHUNK_KEYS for row in rows} | set(record["pending"])
+                    if not chunks:
+                        continue
+                    columns = _columns(source, database, ("BASE TABLE",), generated=True)[table]
+                    ours = _sums(source, database, table, columns, record["key"], chunks)
+                    theirs = _sums(destination, database, table, columns, record["key"], chunks)
+                    differences += [
+                        f"mariadb table {database}.{table}, key {record['key']} from {chunk * CHUNK_KEYS} to "
+                        f"{(chunk + 1) * CHUNK_KEYS - 1}: source {ours.get(chunk)} != destination {theirs.get(chunk)}"
+                        for chunk in sorted(chunks)
+                        if ours.get(chunk) != theirs.get(chunk)
+                    ]
+            whole = to_hash | sequences
+            ours, theirs = table_checksums(source, database, whole), table_checksums(destination, database, whole)
+        differences += [
             f"mariadb table {database}.{table}: source {ours.get(table)} != destination {theirs.get(table)}"
-            for table in sorted(ours.keys() | theirs.keys())
+            for table in sorted(whole)
             if ours.get(table) != theirs.get(table)
         ]
-        return differences, sorted(ours.keys() | theirs.keys())
+        return differences, sorted(to_hash)
+
+    def _logged_changes(
+        self, database: str, tables: dict[str, dict], recording: dict
+    ) -> tuple[mariadb_binlog.Changes, mariadb_binlog.Changes] | None:
+        """What the source's and the destination's binary logs say changed in the database since the live
+        verification began; None when a log cannot be read (purged meanwhile, say): then everything is hashed."""
+        keys = {table: record["ordinal"] for table, record in tables.items() if record["key"]}
+        try:
+            return (
+                mariadb_binlog.read_changes(self._binlog(self._source_file, recording["source"]), database, keys),
+                mariadb_binlog.read_changes(
+                    self._binlog(self._destination_file, recording["destination"]), database, {}
+                ),
+            )
+        except CopyError:
+            return None
+
+    def _binlog(self, options_file: str, start: list) -> list[str]:
+        """A server's binary log from `start` (file, position) to its end, rows decoded."""
+        if not options_file:  # without one it would read this host's own log, as root
+            raise CopyError("mariadb-binlog: no option file for the server")
+        command = [
+            "mariadb-binlog",
+            f"--defaults-extra-file={options_file}",
+            "--read-from-remote-server",
+            "--base64-output=decode-rows",
+            "--verbose",
+            f"--start-position={int(start[1])}",
+            "--to-last-log",
+            str(start[0]),
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=CATCH_UP_S * 4, check=False)  # noqa: S603
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise CopyError(f"mariadb-binlog: {error}") from error
+        if done.returncode != 0:
+            raise CopyError(f"mariadb-binlog failed: {done.stderr.decode(errors='replace')[-500:]}")
+        return done.stdout.decode("utf-8", errors="replace").splitlines()
 
     # ---- what is left behind: nothing ------------------------------------------------------------------------------
 

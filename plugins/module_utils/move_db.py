@@ -31,7 +31,7 @@ class DatabaseSide:
                 self.engines[engine] = (lib.endpoint(**source), lib.endpoint(**destination))
         self._connections: dict[tuple[str, str], object] = {}
         self.source_checksums: dict[str, dict] = {}
-        # Per engine and live-replicated database: {table: signature} of the tables found equal while live.
+        # Per engine and live-replicated database: what its live verification found ({"tables": ...}).
         self.live_verified: dict[str, dict] = {}
         # What copy() did per database (engine, method), for the verification that follows.
         self.copied: dict[str, dict] = {}
@@ -123,7 +123,9 @@ class DatabaseSide:
                     self.live_verified[engine] = {
                         database: copier.verify_live(database) for database in started[engine].get("databases", {})
                     }
-                    started[engine]["verified_live"] = {d: len(t) for d, t in self.live_verified[engine].items()}
+                    started[engine]["verified_live"] = {
+                        d: len(v.get("tables") or {}) for d, v in self.live_verified[engine].items()
+                    }
             except Exception:
                 # A half-started replication must not stay behind a failed move.
                 try:

@@ -419,14 +419,14 @@ class PostgresLiveCopy(PostgresDumpCopy):
 
     # ---- verification that does not grow the freeze with size ---------------------------------------------------
 
-    def verify_live(self, database: str, rounds: int = 3) -> dict[str, dict]:
+    def verify_live(self, database: str, rounds: int = 3) -> dict:
         """While the account runs, compare both sides' content, each side once the destination has applied what
         the source's snapshot held. First a decoding slot on each side (test_decoding) starts recording the rows
         changed from here on, so the freeze re-hashes only those (source) and finds any change made on the
         destination outside the replication. A table with a single integer primary key is compared by chunks of
         its key range, so the rounds after the first re-hash only the chunks that differed (rows written
-        meanwhile, as pt-table-checksum does); other tables as a whole. Returns, per table compared, its chunk
-        key and the chunks still differing after `rounds`. Empty when the slots could not be made (the freeze then
+        meanwhile, as pt-table-checksum does); other tables as a whole. Returns {"tables": {table: its chunk key
+        and the chunks still differing after `rounds`}}; empty when the slots could not be made (the freeze then
         hashes every table); a table never found equal as a whole is left out (the freeze hashes it)."""
         with self.connected("source", database) as source, self.connected("destination", database) as destination:
             if not self._start_recording(database, source, destination):
@@ -448,10 +448,12 @@ class PostgresLiveCopy(PostgresDumpCopy):
                 if not pending:
                     break
         return {
-            table: {"key": keys[table], "pending": sorted(pending.get(table) or [])}
-            for table in keys
-            # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
-            if table not in pending or (keys[table] and pending[table] is not None)
+            "tables": {
+                table: {"key": keys[table], "pending": sorted(pending.get(table) or [])}
+                for table in keys
+                # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
+                if table not in pending or (keys[table] and pending[table] is not None)
+            }
         }
 
     def _start_recording(self, database: str, source: Any, destination: Any) -> bool:
@@ -494,7 +496,7 @@ class PostgresLiveCopy(PostgresDumpCopy):
             time.sleep(_POLL_S)
         return False
 
-    def freeze_differences(self, database: str, verified: dict[str, dict]) -> tuple[list[str], int]:
+    def freeze_differences(self, database: str, verified: dict) -> tuple[list[str], list[str]]:
         """In the freeze, after the catch-up: the differences between the two sides, without re-reading what the
         live verification already compared. The decoding slots say which rows changed since: on the source, the
         chunks holding them (and those that still differed) are hashed again on both sides; on the destination,
@@ -502,6 +504,7 @@ class PostgresLiveCopy(PostgresDumpCopy):
         tables changed without a readable key, and the sequences are hashed whole. Returns (differences, tables
         hashed whole, sequences aside); the decoding slots are gone afterwards."""
         differences: list[str] = []
+        verified = verified.get("tables") or {}
         try:
             with self.connected("source", database) as source, self.connected("destination", database) as dest:
                 to_hash = set(_relations(source)) | set(_relations(dest))

@@ -162,22 +162,24 @@ options:
     description:
       - How databases travel. V(dump) copies them while the account is frozen (downtime grows with size).
       - V(live) replicates them from the pre-copy on and only catches up while frozen. PostgreSQL - a publication
-        on the source, a subscription here; its tables are compared while the account still runs (by chunks of
-        an integer primary key, as pt-table-checksum does, so rows written meanwhile are re-checked alone), and
-        the freeze re-hashes only the chunks of the rows changed since (decoding slots on both sides record them;
-        a change made here outside the replication is a difference), so neither the copy nor the verification
-        grows the downtime with the size. Its prerequisites - C(wal_level=logical) on the source (and here, for the
-        fast verification), free replication slots and WAL senders, the destination server on this host.
-        MariaDB - one consistent snapshot of the account's tables with its binary log position, loaded while
-        live, then a named replication connection C(hm_<account>) here, filtered to the account's databases;
-        its freeze still hashes every table. Its prerequisites - the source's binary log (ROW or MIXED), distinct
-        C(server_id)s, no scheduled events in the databases, at most 100 tables.
+        on the source, a subscription here. MariaDB - one consistent snapshot of the account's tables with its
+        binary log position, loaded while live, then a named replication connection C(hm_<account>) here,
+        filtered to the account's databases, as a replication user made for the move.
+      - A live database is compared while the account still runs (by chunks of an integer primary key, as
+        pt-table-checksum does, so rows written meanwhile are re-checked alone); the freeze re-hashes only the
+        chunks of the rows changed since, read from decoding slots (PostgreSQL) or the binary logs (MariaDB) of
+        both sides, and a change made here outside the replication is a difference. Neither the copy nor the
+        verification grows the downtime with the size.
+      - Prerequisites (step 3 sets them with M(hosting.migration.db_live_prereqs)) - PostgreSQL C(wal_level=logical)
+        on the source (and here, for the fast verification), free replication slots and WAL senders, the
+        destination server on this host; MariaDB the source's binary log (ROW for the fast verification, and a
+        binary log here too), distinct C(server_id)s, no scheduled events in the databases, at most 100 tables, and
+        no other account's live move from the same source server at the same time (MariaDB gives a server one
+        replication connection per source - concurrent moves after the first travel by dump).
       - A database whose prerequisites do not hold or whose tables changed since the pre-copy travels by dump,
         and RV(db_precopy) or RV(databases) says why. Nothing of the replication is left after the move, a failed
         move or a rollback.
-      - V(auto) is V(live) for PostgreSQL and V(dump) for MariaDB (whose live method is chosen only when asked for,
-        until its freeze verifies by chunks too).
-      - With O(precopy_only=true) no replication starts (it would hold the source's WAL until the move).
+      - V(auto) is V(live) for both engines.
     type: str
     choices: [auto, live, dump]
     default: auto

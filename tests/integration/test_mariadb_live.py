@@ -1,10 +1,12 @@
-"""account_move's live method for MariaDB (issue 8) against the lab: with the client's binary log on (ROW, a
-server_id apart from transit's), alice's alice_shop is loaded on transit from one snapshot and replicated from the
-pre-copy on while a writer inserts, updates and deletes as alice (also in audit_log, a table without a key); the
-freeze catches up. Every acknowledged write is on transit, both sides match by the test's own hashes, the
-auto-increment goes on without collision, and no replication connection or replication user is left. The
-rollback runs from transit, whose binary log is off: it falls back to the dump method, says why, and brings a row
-written on transit home. A move killed once its replication runs leaves nothing behind once re-run."""
+"""account_move's live method for MariaDB (issue 8) against the lab: with both servers' binary logs on (ROW,
+server_ids apart), alice's alice_shop is loaded on transit from one snapshot and replicated from the pre-copy on
+while a writer inserts, updates and deletes as alice (also in audit_log, a table without a key); the freeze catches
+up and re-hashes only what the binary logs say changed since the live verification, and a row changed on transit
+outside the replication fails the move. Every acknowledged write is on transit, both sides match by the test's own
+hashes, the auto-increment goes on without collision, and no replication connection or replication user is left.
+The rollback runs from transit with its binary log turned off again: it falls back to the dump method, says why,
+and brings a row written on transit home. A move killed once its replication runs leaves nothing behind once
+re-run."""
 
 from __future__ import annotations
 
@@ -34,19 +36,28 @@ def restart_mariadb(lab, host):
     lab_services.wait_port(lab.hosts[host].ipv4, 3306, f"MariaDB on {host}")
 
 
+def set_binlog(lab, host, server_id):
+    """A ROW binary log and this server_id on the host's MariaDB (None: back to the lab's, no log), restarted."""
+    if server_id is None:
+        in_host(host, f"rm -f {BINLOG_CONF}")
+    else:
+        settings = f"[mariadbd]\\nlog_bin = mysql-bin\\nbinlog_format = ROW\\nserver_id = {server_id}\\n"
+        in_host(host, f"printf '{settings}' > {BINLOG_CONF}")
+    restart_mariadb(lab, host)
+
+
 @pytest.fixture(scope="module")
 def binlog_client(lab):
-    """alice at home; the client's MariaDB writes a ROW binary log with its own server_id (what step 3 sets up)."""
+    """alice at home; both servers' MariaDB write a ROW binary log with server_ids apart (what step 3 sets up)."""
     state = in_host("client", f"cat {JOURNAL}/accounts/alice/state.json 2>/dev/null || echo null").stdout
     if (json.loads(state) or {}).get("location") not in (None, "client"):
         run([LAB, "reset"])
     in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
-    settings = "[mariadbd]\\nlog_bin = mysql-bin\\nbinlog_format = ROW\\nserver_id = 11\\n"
-    in_host("client", f"printf '{settings}' > {BINLOG_CONF}")
-    restart_mariadb(lab, "client")
+    set_binlog(lab, "client", 11)
+    set_binlog(lab, "transit", 12)
     yield lab
-    in_host("client", f"rm -f {BINLOG_CONF}")
-    restart_mariadb(lab, "client")
+    set_binlog(lab, "client", None)
+    set_binlog(lab, "transit", None)
     run([LAB, "reset"])  # the writer changed alice's seeded rows: the modules after this one expect the seed
 
 
@@ -61,6 +72,7 @@ def replication_left(mariadb) -> dict:
     return left
 
 
+CORRUPT = ["mariadb", "alice_shop", "-e", "UPDATE products SET name = CONCAT(name, ' (corrupted)') WHERE id = 390"]
 NOTHING_LEFT = {"client connections": [], "client replication users": [], "transit connections": [],
                 "transit replication users": []}  # fmt: skip
 
@@ -103,12 +115,23 @@ def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client,
     try:
         while len(writer.orders) < 20:
             time.sleep(0.05)
+        # products' row 390 is not written meanwhile: the live verification finds its chunk equal and the freeze
+        # would not hash it again, but transit's binary log records the row changed there (a test hook).
+        corrupted = playbook("step4_migrate.yml", *LIVE, "-e",
+                             json.dumps({"account_migrate_before_verify_command": CORRUPT}), check=False)  # fmt: skip
+        assert corrupted.returncode != 0 and "verification found" in corrupted.stdout, corrupted.stdout[-2000:]
+        failure = " ".join(corrupted.stdout.split())  # the YAML callback wraps long lines
+        assert "alice_shop.products: rows changed on the destination outside the replication" in failure, failure
+        assert replication_left(mariadb) == NOTHING_LEFT, "a failed move left its replication"
         moved = playbook("step4_migrate.yml", *LIVE)
     finally:
         writer.stop.set()
         writer.join(timeout=30)
     assert "alice: now on transit" in moved.stdout
-    assert "alice_shop by live" in moved.stdout, moved.stdout[-2000:]
+    # orders and products, written throughout, were compared while live and only the chunks of the rows written
+    # since hashed in the freeze; audit_log, written too, has no key to chunk by: hashed whole.
+    summary = " ".join(moved.stdout.split())  # the YAML callback wraps long lines
+    assert "alice_shop by live (hashed whole in the freeze: audit_log)" in summary, moved.stdout[-2000:]
     assert len(writer.orders) > 40 and writer.refused > 0, (len(writer.orders), writer.refused)
 
     with mariadb("transit", database="alice_shop").cursor() as cursor:
@@ -122,11 +145,13 @@ def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client,
 
 
 def test_the_rollback_from_a_source_without_binary_log_falls_back_to_dump(binlog_client, mariadb):
+    set_binlog(binlog_client, "transit", None)
     with mariadb("transit", database="alice_shop").cursor() as cursor:
         cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (2, 3, 'ordered on transit')")
     back = playbook("rollback.yml", *LIVE, "-v")
     assert "alice: back on client" in back.stdout
-    assert "the source writes no binary log" in back.stdout
+    said = " ".join(back.stdout.split())  # the YAML callback wraps long lines
+    assert "the source writes no binary log" in said, back.stdout[-2000:]
     assert mariadb_rows(mariadb, "client", "alice_shop") == mariadb_rows(mariadb, "transit", "alice_shop")
     with mariadb("client", database="alice_shop").cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM orders WHERE note = 'ordered on transit'")
@@ -155,7 +180,8 @@ def test_a_move_killed_while_it_replicates_leaves_nothing_once_re_run(binlog_cli
         proc.communicate(timeout=300)
     assert killed, "the move never started its replication"
     again = playbook("step4_migrate.yml", *LIVE)
-    assert "alice: now on transit" in again.stdout and "alice_shop by live" in again.stdout
+    said = " ".join(again.stdout.split())  # the YAML callback wraps long lines
+    assert "alice: now on transit" in said and "alice_shop by live" in said, again.stdout[-2000:]
     assert mariadb_rows(mariadb, "client", "alice_shop") == mariadb_rows(mariadb, "transit", "alice_shop")
     assert replication_left(mariadb) == NOTHING_LEFT
     playbook("rollback.yml", *LIVE)

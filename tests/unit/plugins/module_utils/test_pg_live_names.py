@@ -31,14 +31,14 @@ def test_replication_names_of_different_databases_differ():
     assert len({replication_name(n) for n in names}) == len(names)
 
 
-def test_each_engine_has_its_live_method_and_auto_picks_postgresql_s_only(tmp_path):
+def test_each_engine_has_its_live_method_which_auto_picks(tmp_path):
     source = endpoint(host="10.0.0.1", user="admin", password="pw")
     copier = dbcopy.database_copy("postgresql", "live", source, source, "bob", tmpdir=str(tmp_path))
     assert isinstance(copier, PostgresLiveCopy) and copier.method == "live"
     mariadb_source = mariadb_endpoint(host="10.0.0.1", user="admin", password="pw")
     copier = dbcopy.database_copy("mariadb", "live", mariadb_source, mariadb_source, "alice", tmpdir=str(tmp_path))
     assert isinstance(copier, MariaDBLiveCopy) and copier.method == "live"
-    assert dbcopy.AUTO_LIVE_ENGINES == ("postgresql",)
+    assert set(dbcopy.AUTO_LIVE_ENGINES) == {"postgresql", "mariadb"}
     with pytest.raises(ValueError, match="unknown database copy method 'stream'"):
         dbcopy.database_copy("mariadb", "stream", mariadb_source, mariadb_source, "alice", tmpdir=str(tmp_path))
 
