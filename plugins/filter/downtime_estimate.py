@@ -17,6 +17,10 @@ PROVIDER_S_PER_GB = 60
 # bench/account_move_db.py (bench/README.md: MariaDB 25.3 s/GB at 0.253 GB, PostgreSQL 10.4 s/GB at 1.021 GB, the
 # slower of each engine's measured sizes).
 MEASURED_S_PER_GB = {"mariadb": 25.3, "postgresql": 10.4}
+# Seconds per GB of the "live" method (replicated from the pre-copy on; the freeze only catches up and re-checks what
+# changed), measured by bench/account_move_live.py with a writer running (bench/README.md): the slower of each
+# engine's two sizes, its downtime over its size - PostgreSQL 0.80 s at 1.096 GB, MariaDB 0.16 s at 1.067 GB.
+LIVE_S_PER_GB = {"mariadb": 0.15, "postgresql": 0.73}
 ENGINES = tuple(sorted(MEASURED_S_PER_GB))
 
 
@@ -65,14 +69,31 @@ def _database(index: int, database: Any) -> tuple[str, int]:
     return engine, non_negative_int(database.get("size_bytes"), f"downtime_estimate: {label} size_bytes")
 
 
+def _live_engines(live_engines: Any) -> list[str]:
+    if live_engines is None:
+        return []
+    if not isinstance(live_engines, list) or any(engine not in LIVE_S_PER_GB for engine in live_engines):
+        raise AnsibleFilterError(
+            f"downtime_estimate: live_engines must be a list of engines ({', '.join(ENGINES)}), got {live_engines!r}"
+        )
+    return list(live_engines)
+
+
 def downtime_estimate(
-    databases: Any, rates: Any = None, fixed_s: Any = 2.0, provider_s_per_gb: Any = PROVIDER_S_PER_GB
+    databases: Any,
+    rates: Any = None,
+    fixed_s: Any = 2.0,
+    provider_s_per_gb: Any = PROVIDER_S_PER_GB,
+    live_engines: Any = None,
 ) -> dict[str, Any]:
     """Total size, the provider's estimate (provider_s_per_gb per GB) and ours (fixed_s + each engine's size times
-    its rate), with per-engine parts. Seconds are rounded to 0.1 s, GB to 1 MB."""
+    its rate: the live method's for live_engines, else the dump method's or `rates`), with per-engine parts, and
+    ours again as if every database travelled by dump (estimate_dump_s). Seconds are rounded to 0.1 s, GB to 1 MB."""
     if not isinstance(databases, list):
         raise AnsibleFilterError(f"downtime_estimate: databases must be a list of dicts, got {databases!r}")
-    merged = _rates(rates)
+    dump_rates = _rates(rates)
+    live = _live_engines(live_engines)
+    merged = {engine: LIVE_S_PER_GB[engine] if engine in live else rate for engine, rate in dump_rates.items()}
     fixed = non_negative_number(fixed_s, "downtime_estimate: fixed_s")
     provider_rate = non_negative_number(provider_s_per_gb, "downtime_estimate: provider_s_per_gb")
     sizes: dict[str, int] = {}
@@ -80,7 +101,11 @@ def downtime_estimate(
         engine, size = _database(index, database)
         sizes[engine] = sizes.get(engine, 0) + size
     per_engine = {
-        engine: {"size_bytes": size, "estimate_s": round(size / BYTES_PER_GB * merged[engine], 1)}
+        engine: {
+            "size_bytes": size,
+            "estimate_s": round(size / BYTES_PER_GB * merged[engine], 1),
+            "method": "live" if engine in live else "dump",
+        }
         for engine, size in sorted(sizes.items())
     }
     total = sum(sizes.values())
@@ -89,6 +114,9 @@ def downtime_estimate(
         "size_gb": round(total / BYTES_PER_GB, 3),
         "provider_s": round(total / BYTES_PER_GB * provider_rate, 1),
         "estimate_s": round(fixed + sum(size / BYTES_PER_GB * merged[engine] for engine, size in sizes.items()), 1),
+        "estimate_dump_s": round(
+            fixed + sum(size / BYTES_PER_GB * dump_rates[engine] for engine, size in sizes.items()), 1
+        ),
         "per_engine": per_engine,
     }
 

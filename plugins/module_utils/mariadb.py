@@ -492,7 +492,12 @@ class MariaDBDumpCopy(DumpCopy):
 
     def worker_connection_for(self, database: str) -> Any:
         conn = connect(self.destination, database)
-        _query(conn, "SET SESSION foreign_key_checks = 0, unique_checks = 0, max_statement_time = 0")
+        # A table's ALTER waits while another table whose foreign key names it is still loading: as long as that.
+        _query(
+            conn,
+            "SET SESSION foreign_key_checks = 0, unique_checks = 0, max_statement_time = 0, "
+            "innodb_lock_wait_timeout = 86400",
+        )
         return conn
 
     def finish_database(self, database: str, source: Any, destination: Any) -> None:

@@ -17,9 +17,10 @@ Verification (verify_live, while live): both servers' binary log positions are n
 by chunks of each table's integer key. In the freeze (freeze_differences) the logs since then say which rows
 changed: only their chunks are hashed again, and a row the destination changed itself is a difference.
 
-Where a prerequisite does not hold (binary log, distinct server_id, no events in the databases, not too many
-tables, no other account's live move from the same source server: MariaDB gives a destination one connection per
-source) or the connection broke or did not catch up, the databases travel by the dump method and the result says
+MariaDB gives a server one replication connection per source server: concurrent moves from one source take turns
+(the next waits, live, before its snapshot, up to TURN_S). Where a prerequisite does not hold (binary log, distinct
+server_id, no events in the databases, not too many tables), the turn did not come, or the connection broke or did
+not catch up, the databases travel by the dump method and the result says
 why. Nothing of the replication is left after a move, a failure or a rollback (drop_replication).
 """
 
@@ -34,6 +35,13 @@ from typing import Any
 
 from ansible_collections.hosting.migration.plugins.module_utils import mariadb_binlog
 from ansible_collections.hosting.migration.plugins.module_utils.dbcopy import CopyError, Job, Progress
+from ansible_collections.hosting.migration.plugins.module_utils.live_verify import (
+    CHUNK_KEYS,
+    LivePlan,
+    chunk_differences,
+    chunks_of,
+    compare_rounds,
+)
 from ansible_collections.hosting.migration.plugins.module_utils.mariadb import (
     HAS_PYMYSQL,
     MariaDBDumpCopy,
@@ -52,12 +60,12 @@ _CONNECTION_CONFLICT = 1934
 # Readers held in their snapshot at once: each is a connection to the source.
 MAX_TABLES = 100
 GATE_S = 60.0
+# Longest wait for another account's live move from the same source to finish with its connection.
+TURN_S = 900.0
 CATCH_UP_S = 30.0
 START_S = 20.0
 _POLL_S = 0.05
 NOT_STARTED = "no replication was set up in the pre-copy"
-# Key values per chunk of the live verification (a chunk of a dense key is that many rows).
-CHUNK_KEYS = 10000
 _INTEGER_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
 
 
@@ -186,10 +194,11 @@ def _sums(
     return {int(chunk): (int(count), format(int(total), "x")) for chunk, count, total in rows if count}
 
 
-class MariaDBLiveCopy(MariaDBDumpCopy):
+class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
     method = "live"
+    # Downtime is the catch-up and the verification, not the copy: bench/account_move_live.py measures it.
     SECONDS_PER_GB = 0.0
-    CATCH_UP_SECONDS = 3.0
+    DUMP_SECONDS_PER_GB = MariaDBDumpCopy.SECONDS_PER_GB
 
     # ---- prerequisites -----------------------------------------------------------------------------------------
 
@@ -221,10 +230,20 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
             if tables > MAX_TABLES:
                 problems.append(f"the databases hold {tables} tables, more than the {MAX_TABLES} one snapshot takes")
         problems += self.check_destination(destination)
-        other = self._other_connection(destination)
-        if other:
-            problems.append(f"{other}; MariaDB replicates from one source server through one connection at a time")
         return problems
+
+    def _wait_for_turn(self, destination: Any) -> str | None:
+        """MariaDB gives a server one replication connection per source server: while another account's live move
+        replicates from this source, wait (bounded; the account is live meanwhile). Returns why it gave up, if it
+        did."""
+        deadline = time.monotonic() + TURN_S
+        while True:
+            other = self._other_connection(destination)
+            if other is None:
+                return None
+            if time.monotonic() > deadline:
+                return f"{other} still after {TURN_S:g} s (MariaDB gives a server one connection per source server)"
+            time.sleep(1.0)
 
     def _other_connection(self, destination: Any) -> str | None:
         """Another account's live move replicating from the same source server, if there is one."""
@@ -244,17 +263,6 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
 
     # ---- the interface -----------------------------------------------------------------------------------------
 
-    def plan(self) -> dict:
-        plan = super().plan()
-        with self.connected("source") as source, self.connected("destination") as destination:
-            reasons = self.live_problems(source, destination, list(plan["databases"]))
-        if reasons:
-            plan.update(method="dump", live_problems=reasons)
-            plan["estimated_seconds"] = round(1 + plan["bytes"] / 2**30 * MariaDBDumpCopy.SECONDS_PER_GB, 1)
-        else:
-            plan["estimated_seconds"] = self.CATCH_UP_SECONDS
-        return plan
-
     def precopy(self, progress: Progress) -> dict:
         self.write_credentials()
         with self.connected("source") as source, self.connected("destination") as destination:
@@ -265,6 +273,9 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
             if self._replicating(destination) is None:
                 return {"method": "live", "databases": dict.fromkeys(databases, "resumed")}
             self.drop_replication()
+            waited = self._wait_for_turn(destination)
+            if waited:
+                return {"method": "dump", "live_problems": [waited]}
             self._step("copying users", lambda: self.copy_users(source, destination))
             for database in databases:
                 self._step(
@@ -275,17 +286,21 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
                 self._step(
                     f"finishing database {database}", lambda d=database: self.finish_database(d, source, destination)
                 )
-            try:
-                self._start(position, databases, source, destination)
-            except pymysql.err.OperationalError as error:
-                if error.args[0] != _CONNECTION_CONFLICT:
+            while True:
+                try:
+                    self._start(position, databases, source, destination)
+                    break
+                except pymysql.err.OperationalError as error:
+                    if error.args[0] != _CONNECTION_CONFLICT:
+                        raise CopyError(f"mariadb: starting the replication failed: {error}") from error
+                    # Another account's move started its connection from this source meanwhile: its turn first.
+                    # The snapshot's position stays good (the source keeps its binary log).
+                    self.drop_replication()
+                    waited = self._wait_for_turn(destination)
+                    if waited:
+                        return {"method": "dump", "live_problems": [waited]}
+                except Exception as error:
                     raise CopyError(f"mariadb: starting the replication failed: {error}") from error
-                # Another account's move started its connection from this source meanwhile.
-                self.drop_replication()
-                return {"method": "dump", "live_problems": [f"{error.args[1]}; MariaDB replicates from one source "
-                                                            "server through one connection at a time"]}  # fmt: skip
-            except Exception as error:
-                raise CopyError(f"mariadb: starting the replication failed: {error}") from error
         return {"method": "live", "databases": dict.fromkeys(databases, "started")}
 
     def _replicating(self, destination: Any) -> str | None:
@@ -304,15 +319,17 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
         # The reader starts its snapshot, then waits for the gate: a named lock this session holds until every
         # reader waits (so every snapshot was taken under the READ locks below).
         before = f"START TRANSACTION WITH CONSISTENT SNAPSHOT; DO GET_LOCK('{gate}', 3600); DO RELEASE_LOCK('{gate}'); "
-        jobs, targets = [], []
+        jobs, targets, finishes = [], [], []
         for database in databases:
             statistics = self._statistics.pop(database)
             for table, columns in _columns(source, database, ("BASE TABLE",), generated=False).items():
                 target = f"{quote_identifier(database)}.{quote_identifier(table)}"
                 stages = self._table_stages(database, table, target, columns, before=before)
-                work = self._table_work(database, target, stages, statistics[table])
-                jobs.append(Job(f"{database}.{table}", 0, work))
+                jobs.append(Job(f"{database}.{table}", 0, lambda stages=stages: self.run(stages)))
                 targets.append(target)
+                # Statistics once every table is in: all load at once here, and an ALTER of a table that another
+                # one's foreign key names waits for that one's whole load (a lock wait timeout at 4 GB).
+                finishes.append(self._table_work(database, target, [], statistics[table]))
         counters = {"tables_done": 0, "tables_total": len(jobs)}
         progress("precopy", **counters)
         if not jobs:
@@ -351,6 +368,9 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
                 self.parallel = parallel
         if failures:
             raise failures[0]
+        for finish in finishes:
+            self._step("computing the loaded tables' statistics", finish)
+        self._close_worker_connections()
         return position
 
     def _wait_for_readers(self, source: Any, gate: str, count: int, runner: threading.Thread) -> None:
@@ -495,45 +515,28 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
             recording = {"source": _master_position(source), "destination": _master_position(destination)}
             columns = _columns(source, database, ("BASE TABLE",), generated=True)
             keys = {table: chunk_key(source, database, table) for table in columns}
-            pending: dict[str, set[int] | None] = dict.fromkeys(columns)  # None: all of it
-            for _round in range(rounds):
+            names = {table: key and key[0] for table, key in keys.items()}
 
-                def sums(conn: Any) -> dict[str, dict[int, tuple[int, str]]]:
-                    return {
-                        t: _sums(conn, database, t, columns[t], keys[t] and keys[t][0], chunks)
-                        for t, chunks in pending.items()
-                    }
+            def sums(conn: Any, pending: dict[str, set[int] | None]) -> dict[str, dict]:
+                return {t: _sums(conn, database, t, columns[t], names[t], chunks) for t, chunks in pending.items()}
 
+            def source_sums(pending: dict[str, set[int] | None]) -> dict[str, dict]:
                 _query(source, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                 try:
-                    source_sums = sums(source)
+                    return sums(source, pending)
                 finally:
                     _query(source, "COMMIT")
-                if self._catch_up(source, destination) is not None:
-                    break
-                destination_sums = sums(destination)
-                for table in list(pending):
-                    ours, theirs = source_sums[table], destination_sums[table]
-                    differing = {c for c in ours.keys() | theirs.keys() if ours.get(c) != theirs.get(c)}
-                    if differing:
-                        pending[table] = differing if keys[table] else None
-                    else:
-                        del pending[table]
-                if not pending:
-                    break
-        return {
-            "recording": recording,
-            "tables": {
-                table: {
-                    "key": keys[table] and keys[table][0],
-                    "ordinal": keys[table] and keys[table][1],
-                    "pending": sorted(pending.get(table) or []),
-                }
-                for table in columns
-                # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
-                if table not in pending or (keys[table] and pending[table] is not None)
-            },
-        }
+
+            tables = compare_rounds(
+                names,
+                source_sums,
+                lambda pending: sums(destination, pending),
+                lambda: self._catch_up(source, destination) is None,
+                rounds,
+            )
+        for table, record in tables.items():
+            record["ordinal"] = keys[table] and keys[table][1]
+        return {"recording": recording, "tables": tables}
 
     def freeze_differences(self, database: str, verified: dict) -> tuple[list[str], list[str]]:
         """In the freeze, after the catch-up: the differences between the two sides, without re-reading what the
@@ -564,18 +567,14 @@ class MariaDBLiveCopy(MariaDBDumpCopy):
                     if rows is None:
                         continue  # stays in to_hash
                     to_hash.discard(table)
-                    chunks = {row // CHUNK_KEYS for row in rows} | set(record["pending"])
-                    if not chunks:
-                        continue
-                    columns = _columns(source, database, ("BASE TABLE",), generated=True)[table]
-                    ours = _sums(source, database, table, columns, record["key"], chunks)
-                    theirs = _sums(destination, database, table, columns, record["key"], chunks)
-                    differences += [
-                        f"mariadb table {database}.{table}, key {record['key']} from {chunk * CHUNK_KEYS} to "
-                        f"{(chunk + 1) * CHUNK_KEYS - 1}: source {ours.get(chunk)} != destination {theirs.get(chunk)}"
-                        for chunk in sorted(chunks)
-                        if ours.get(chunk) != theirs.get(chunk)
-                    ]
+                    chunks = chunks_of(rows, record["pending"])
+                    if chunks:
+                        columns = _columns(source, database, ("BASE TABLE",), generated=True)[table]
+                        ours = _sums(source, database, table, columns, record["key"], chunks)
+                        theirs = _sums(destination, database, table, columns, record["key"], chunks)
+                        differences += chunk_differences(
+                            "mariadb", database, table, record["key"], chunks, ours, theirs
+                        )
             whole = to_hash | sequences
             ours, theirs = table_checksums(source, database, whole), table_checksums(destination, database, whole)
         differences += [

@@ -32,6 +32,13 @@ from typing import Any
 
 from ansible_collections.hosting.migration.plugins.module_utils import pg_decoding
 from ansible_collections.hosting.migration.plugins.module_utils.dbcopy import CopyError, Progress, write_private_file
+from ansible_collections.hosting.migration.plugins.module_utils.live_verify import (
+    CHUNK_KEYS,
+    LivePlan,
+    chunk_differences,
+    chunks_of,
+    compare_rounds,
+)
 from ansible_collections.hosting.migration.plugins.module_utils.postgres import (
     _USER_RELATIONS,
     PostgresDumpCopy,
@@ -55,8 +62,6 @@ _NAME_RE = re.compile(r"[a-z0-9_]{1,60}")
 SYNC_STALL_S = 600.0
 CATCH_UP_S = 30.0
 _POLL_S = 0.05
-# Key values per chunk of the live verification (a chunk of a dense key is that many rows).
-CHUNK_KEYS = 10000
 NOT_STARTED = "no replication was set up in the pre-copy"
 _DROP_SLOT = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s"
 
@@ -164,11 +169,11 @@ def verification_slot(database: str) -> str:
     return "hmv_" + hashlib.sha256(database.encode()).hexdigest()[:32]
 
 
-class PostgresLiveCopy(PostgresDumpCopy):
+class PostgresLiveCopy(LivePlan, PostgresDumpCopy):
     method = "live"
-    # Downtime is the catch-up and the verification, not the copy: bench/account_move_db.py measures it.
+    # Downtime is the catch-up and the verification, not the copy: bench/account_move_live.py measures it.
     SECONDS_PER_GB = 0.0
-    CATCH_UP_SECONDS = 3.0
+    DUMP_SECONDS_PER_GB = PostgresDumpCopy.SECONDS_PER_GB
 
     # ---- prerequisites -----------------------------------------------------------------------------------------
 
@@ -222,17 +227,6 @@ class PostgresLiveCopy(PostgresDumpCopy):
         return pwd.getpwuid(owner).pw_dir
 
     # ---- the interface -----------------------------------------------------------------------------------------
-
-    def plan(self) -> dict:
-        plan = super().plan()
-        with self.connected("source") as source, self.connected("destination") as destination:
-            reasons = self.live_problems(source, destination, list(plan["databases"]))
-        if reasons:
-            plan.update(method="dump", live_problems=reasons)
-            plan["estimated_seconds"] = round(1 + plan["bytes"] / 2**30 * PostgresDumpCopy.SECONDS_PER_GB, 1)
-        else:
-            plan["estimated_seconds"] = self.CATCH_UP_SECONDS
-        return plan
 
     def precopy(self, progress: Progress) -> dict:
         self.write_credentials()
@@ -432,29 +426,15 @@ class PostgresLiveCopy(PostgresDumpCopy):
             if not self._start_recording(database, source, destination):
                 return {}
             keys = {table: chunk_key(source, table) for table in _relations(source, "r")}
-            pending: dict[str, set[int] | None] = dict.fromkeys(keys)  # None: all of it
-            for _round in range(rounds):
-                source_sums = {t: _sums(source, t, keys[t], chunks) for t, chunks in pending.items()}
-                if not self._wait_caught_up(source, database):
-                    break
-                destination_sums = {t: _sums(destination, t, keys[t], chunks) for t, chunks in pending.items()}
-                for table in list(pending):
-                    ours, theirs = source_sums[table], destination_sums[table]
-                    differing = {c for c in ours.keys() | theirs.keys() if ours.get(c) != theirs.get(c)}
-                    if differing:
-                        pending[table] = differing if keys[table] else None
-                    else:
-                        del pending[table]
-                if not pending:
-                    break
-        return {
-            "tables": {
-                table: {"key": keys[table], "pending": sorted(pending.get(table) or [])}
-                for table in keys
-                # Left out: a table not found equal as a whole, or one never compared (the catch-up timed out).
-                if table not in pending or (keys[table] and pending[table] is not None)
+            return {
+                "tables": compare_rounds(
+                    keys,
+                    lambda pending: {t: _sums(source, t, keys[t], chunks) for t, chunks in pending.items()},
+                    lambda pending: {t: _sums(destination, t, keys[t], chunks) for t, chunks in pending.items()},
+                    lambda: self._wait_caught_up(source, database),
+                    rounds,
+                )
             }
-        }
 
     def _start_recording(self, database: str, source: Any, destination: Any) -> bool:
         """A fresh decoding slot in the database on both sides (a re-run's old ones are dropped first). False,
@@ -527,18 +507,12 @@ class PostgresLiveCopy(PostgresDumpCopy):
                         if rows is None:
                             continue  # stays in to_hash
                         to_hash.discard(table)
-                        chunks = {row // CHUNK_KEYS for row in rows} | set(record["pending"])
-                        if not chunks:
-                            continue
-                        ours = _sums(source, table, record["key"], chunks)
-                        theirs = _sums(dest, table, record["key"], chunks)
-                        differences += [
-                            f"postgresql table {database}.{table}, key {record['key']} from {chunk * CHUNK_KEYS} "
-                            f"to {(chunk + 1) * CHUNK_KEYS - 1}: source {ours.get(chunk)} != destination "
-                            f"{theirs.get(chunk)}"
-                            for chunk in sorted(chunks)
-                            if ours.get(chunk) != theirs.get(chunk)
-                        ]
+                        chunks = chunks_of(rows, record["pending"])
+                        if chunks:
+                            ours = _sums(source, table, record["key"], chunks)
+                            theirs = _sums(dest, table, record["key"], chunks)
+                            differences += chunk_differences("postgresql", database, table, record["key"], chunks,
+                                                             ours, theirs)  # fmt: skip
                 source_sums = table_checksums(source, database, only=to_hash)
                 destination_sums = table_checksums(dest, database, only=to_hash)
         finally:

@@ -173,9 +173,9 @@ options:
       - Prerequisites (step 3 sets them with M(hosting.migration.db_live_prereqs)) - PostgreSQL C(wal_level=logical)
         on the source (and here, for the fast verification), free replication slots and WAL senders, the
         destination server on this host; MariaDB the source's binary log (ROW for the fast verification, and a
-        binary log here too), distinct C(server_id)s, no scheduled events in the databases, at most 100 tables, and
-        no other account's live move from the same source server at the same time (MariaDB gives a server one
-        replication connection per source - concurrent moves after the first travel by dump).
+        binary log here too), distinct C(server_id)s, no scheduled events in the databases, at most 100 tables.
+        MariaDB gives a server one replication connection per source server - concurrent moves from one source take
+        turns (the next waits, still live, before its snapshot, up to 15 minutes, else travels by dump).
       - A database whose prerequisites do not hold or whose tables changed since the pre-copy travels by dump,
         and RV(db_precopy) or RV(databases) says why. Nothing of the replication is left after the move, a failed
         move or a rollback.

@@ -5,7 +5,8 @@ up and re-hashes only what the binary logs say changed since the live verificati
 outside the replication fails the move. Every acknowledged write is on transit, both sides match by the test's own
 hashes, the auto-increment goes on without collision, and no replication connection or replication user is left.
 The rollback runs from transit with its binary log turned off again: it falls back to the dump method, says why,
-and brings a row written on transit home. A move killed once its replication runs leaves nothing behind once
+and brings a row written on transit home. Two accounts moved at once take turns on the one replication connection
+MariaDB allows per source server, and both go live. A move killed once its replication runs leaves nothing behind once
 re-run."""
 
 from __future__ import annotations
@@ -18,63 +19,29 @@ import pymysql
 import pytest
 import yaml
 from conftest import LAB, REPO, run
-from hostinglab import proc as lab_proc
-from hostinglab import services as lab_services
 from lab_state import JOURNAL, in_host, mariadb_rows, playbook, start_playbook
+from live_servers import at_home, nothing_left, replication_left, set_binlog
 
 pytestmark = pytest.mark.lab
 
 SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text())
 ALICE = {u["name"]: u["password"] for u in SEED["accounts"]["alice"]["db_users"]}
 LIVE = ["-e", "account=alice", "-e", "account_migrate_db_method=live"]
-BINLOG_CONF = "/etc/mysql/mariadb.conf.d/91-live-test.cnf"
-
-
-def restart_mariadb(lab, host):
-    in_host(host, "mariadb-admin shutdown")
-    lab_proc.start_daemon(host, "mariadb", ["/usr/sbin/mariadbd", "--user=mysql"])
-    lab_services.wait_port(lab.hosts[host].ipv4, 3306, f"MariaDB on {host}")
-
-
-def set_binlog(lab, host, server_id):
-    """A ROW binary log and this server_id on the host's MariaDB (None: back to the lab's, no log), restarted."""
-    if server_id is None:
-        in_host(host, f"rm -f {BINLOG_CONF}")
-    else:
-        settings = f"[mariadbd]\\nlog_bin = mysql-bin\\nbinlog_format = ROW\\nserver_id = {server_id}\\n"
-        in_host(host, f"printf '{settings}' > {BINLOG_CONF}")
-    restart_mariadb(lab, host)
 
 
 @pytest.fixture(scope="module")
 def binlog_client(lab):
     """alice at home; both servers' MariaDB write a ROW binary log with server_ids apart (what step 3 sets up)."""
-    state = in_host("client", f"cat {JOURNAL}/accounts/alice/state.json 2>/dev/null || echo null").stdout
-    if (json.loads(state) or {}).get("location") not in (None, "client"):
-        run([LAB, "reset"])
-    in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
-    set_binlog(lab, "client", 11)
-    set_binlog(lab, "transit", 12)
+    at_home("alice")
+    set_binlog(lab, "client", True)
+    set_binlog(lab, "transit", True)
     yield lab
-    set_binlog(lab, "client", None)
-    set_binlog(lab, "transit", None)
+    set_binlog(lab, "client", False)
+    set_binlog(lab, "transit", False)
     run([LAB, "reset"])  # the writer changed alice's seeded rows: the modules after this one expect the seed
 
 
-def replication_left(mariadb) -> dict:
-    left = {}
-    for host in ("client", "transit"):
-        with mariadb(host).cursor() as cursor:
-            cursor.execute("SHOW ALL SLAVES STATUS")
-            left[f"{host} connections"] = [row[0] for row in cursor.fetchall()]
-            cursor.execute("SELECT CONCAT(User, '@', Host) FROM mysql.user WHERE User LIKE 'hm\\_%'")
-            left[f"{host} replication users"] = [row[0] for row in cursor.fetchall()]
-    return left
-
-
 CORRUPT = ["mariadb", "alice_shop", "-e", "UPDATE products SET name = CONCAT(name, ' (corrupted)') WHERE id = 390"]
-NOTHING_LEFT = {"client connections": [], "client replication users": [], "transit connections": [],
-                "transit replication users": []}  # fmt: skip
 
 
 class Writer(threading.Thread):
@@ -109,7 +76,7 @@ class Writer(threading.Thread):
             time.sleep(0.02)
 
 
-def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client, mariadb):
+def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client, admin, mariadb):
     writer = Writer(binlog_client)
     writer.start()
     try:
@@ -122,7 +89,7 @@ def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client,
         assert corrupted.returncode != 0 and "verification found" in corrupted.stdout, corrupted.stdout[-2000:]
         failure = " ".join(corrupted.stdout.split())  # the YAML callback wraps long lines
         assert "alice_shop.products: rows changed on the destination outside the replication" in failure, failure
-        assert replication_left(mariadb) == NOTHING_LEFT, "a failed move left its replication"
+        assert nothing_left(left := replication_left(binlog_client, admin)), f"a failed move left {left}"
         moved = playbook("step4_migrate.yml", *LIVE)
     finally:
         writer.stop.set()
@@ -141,11 +108,11 @@ def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client,
     with mariadb("transit", user="alice", password=ALICE["alice"], database="alice_shop").cursor() as cursor:
         cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (1, 1, 'after')")
         assert cursor.lastrowid > max(writer.orders), "the auto-increment restarted below the copied rows"
-    assert replication_left(mariadb) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(binlog_client, admin)), left
 
 
-def test_the_rollback_from_a_source_without_binary_log_falls_back_to_dump(binlog_client, mariadb):
-    set_binlog(binlog_client, "transit", None)
+def test_the_rollback_from_a_source_without_binary_log_falls_back_to_dump(binlog_client, admin, mariadb):
+    set_binlog(binlog_client, "transit", False)
     with mariadb("transit", database="alice_shop").cursor() as cursor:
         cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (2, 3, 'ordered on transit')")
     back = playbook("rollback.yml", *LIVE, "-v")
@@ -156,11 +123,25 @@ def test_the_rollback_from_a_source_without_binary_log_falls_back_to_dump(binlog
     with mariadb("client", database="alice_shop").cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM orders WHERE note = 'ordered on transit'")
         assert cursor.fetchone()[0] == 1
-    assert replication_left(mariadb) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(binlog_client, admin)), left
+
+
+def test_two_accounts_moved_at_once_from_one_source_take_turns_and_both_go_live(binlog_client, admin, mariadb):
+    # MariaDB gives transit one replication connection per source server: carol's move waits for alice's to end.
+    set_binlog(binlog_client, "transit", True)
+    both = playbook("step4_migrate.yml", "-e", "accounts=alice,carol", "-e", "account_migrate_db_method=live")
+    said = " ".join(both.stdout.split())  # the YAML callback wraps long lines
+    assert "alice_shop by live" in said and "carol_blog by live" in said, both.stdout[-3000:]
+    for database in ("alice_shop", "carol_blog"):
+        assert mariadb_rows(mariadb, "client", database) == mariadb_rows(mariadb, "transit", database), database
+    assert nothing_left(left := replication_left(binlog_client, admin)), left
+    for account in ("alice", "carol"):
+        playbook("rollback.yml", "-e", f"account={account}")
+    assert nothing_left(left := replication_left(binlog_client, admin)), left
 
 
 @pytest.mark.long
-def test_a_move_killed_while_it_replicates_leaves_nothing_once_re_run(binlog_client, mariadb):
+def test_a_move_killed_while_it_replicates_leaves_nothing_once_re_run(binlog_client, admin, mariadb):
     proc = start_playbook("step4_migrate.yml", *LIVE)
     killed = None
     deadline = time.monotonic() + 120
@@ -183,6 +164,6 @@ def test_a_move_killed_while_it_replicates_leaves_nothing_once_re_run(binlog_cli
     said = " ".join(again.stdout.split())  # the YAML callback wraps long lines
     assert "alice: now on transit" in said and "alice_shop by live" in said, again.stdout[-2000:]
     assert mariadb_rows(mariadb, "client", "alice_shop") == mariadb_rows(mariadb, "transit", "alice_shop")
-    assert replication_left(mariadb) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(binlog_client, admin)), left
     playbook("rollback.yml", *LIVE)
-    assert replication_left(mariadb) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(binlog_client, admin)), left

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import LAB, REPO, run
 from lab_state import JOURNAL, in_host, playbook, postgresql_rows, start_playbook
+from live_servers import at_home, nothing_left, replication_left, set_wal_level
 
 pytestmark = pytest.mark.lab
 
@@ -25,73 +26,16 @@ SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text())
 BOB = {u["name"]: u["password"] for u in SEED["accounts"]["bob"]["db_users"]}
 
 
-def set_wal_level(lab, admin, host, level):
-    def admin_cursor():
-        conn = psycopg2.connect(host=lab.hosts[host].ipv4, user=admin[0], password=admin[1], dbname="postgres",
-                                connect_timeout=5)  # fmt: skip
-        conn.autocommit = True
-        return conn
-
-    conn = admin_cursor()
-    with conn.cursor() as cursor:
-        cursor.execute(f"ALTER SYSTEM SET wal_level = '{level}'")
-    conn.close()
-    in_host(host, "pg_ctlcluster 15 main restart")
-    conn = admin_cursor()
-    with conn.cursor() as cursor:
-        cursor.execute("SHOW wal_level")
-        assert cursor.fetchone()[0] == level
-    conn.close()
-
-
 @pytest.fixture(scope="module")
 def logical_client(lab, admin):
     """bob at home; both servers with wal_level=logical, as step 3 sets them up."""
-    state = in_host("client", f"cat {JOURNAL}/accounts/bob/state.json 2>/dev/null || echo null").stdout
-    if (json.loads(state) or {}).get("location") not in (None, "client"):
-        run([LAB, "reset"])
-    in_host("transit", "mkdir -p /opt/hosting/langs && cp -a /opt/hosting/packages/2020/. /opt/hosting/langs/")
+    at_home("bob")
     set_wal_level(lab, admin, "client", "logical")
     set_wal_level(lab, admin, "transit", "logical")
     yield lab
     set_wal_level(lab, admin, "client", "replica")
     set_wal_level(lab, admin, "transit", "replica")
     run([LAB, "reset"])  # the writer changed bob's seeded rows: the modules after this one expect the seed
-
-
-def replication_left(postgresql) -> dict:
-    """Every trace of the live method on both servers: publications, slots, subscriptions, pass files, tables
-    whose replica identity is not the default."""
-    left = {}
-    with postgresql("client", database="bob_app").cursor() as cursor:
-        cursor.execute("SELECT pubname FROM pg_publication")
-        left["client publications"] = [r[0] for r in cursor.fetchall()]
-        cursor.execute("SELECT slot_name FROM pg_replication_slots")
-        left["client slots"] = [r[0] for r in cursor.fetchall()]
-        cursor.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relreplident <> 'd' "
-            "AND relnamespace = 'public'::regnamespace"
-        )
-        left["client replica identities"] = [r[0] for r in cursor.fetchall()]
-    with postgresql("transit").cursor() as cursor:
-        cursor.execute("SELECT subname FROM pg_subscription")
-        left["transit subscriptions"] = [r[0] for r in cursor.fetchall()]
-        cursor.execute("SELECT slot_name FROM pg_replication_slots")
-        left["transit slots"] = [r[0] for r in cursor.fetchall()]
-    left["transit pass files"] = in_host(
-        "transit", "ls -A /var/lib/postgresql/.hosting-migration 2>/dev/null || true"
-    ).stdout.split()
-    return left
-
-
-NOTHING_LEFT = {
-    "client publications": [],
-    "client slots": [],
-    "client replica identities": [],
-    "transit subscriptions": [],
-    "transit slots": [],
-    "transit pass files": [],
-}
 
 
 class Writer(threading.Thread):
@@ -130,7 +74,7 @@ CORRUPT = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-d", "bob_app
            "UPDATE plants SET name = name || ' (corrupted)' WHERE id = 7"]  # fmt: skip
 
 
-def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, postgresql):
+def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, admin, postgresql):
     writer = Writer(logical_client)
     writer.start()
     try:
@@ -144,7 +88,7 @@ def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, 
         assert "bob_app.public.plants: 1 row change(s) made on the destination outside the replication" in (
             corrupted.stdout
         ), corrupted.stdout[-2000:]
-        assert replication_left(postgresql) == NOTHING_LEFT, "a failed move left its replication"
+        assert nothing_left(left := replication_left(logical_client, admin)), f"a failed move left {left}"
         moved = playbook("step4_migrate.yml", "-e", "account=bob")
     finally:
         writer.stop.set()
@@ -163,7 +107,7 @@ def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, 
     with postgresql("transit", user="bob", password=BOB["bob"], database="bob_app").cursor() as cursor:
         cursor.execute("INSERT INTO visits (plant_id, at, note) VALUES (1, now(), 'after') RETURNING id")
         assert cursor.fetchone()[0] > max(writer.visits), "the sequence restarted below the copied rows"
-    assert replication_left(postgresql) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(logical_client, admin)), left
 
 
 def test_the_rollback_from_a_source_without_logical_wal_falls_back_to_dump(logical_client, admin, postgresql):
@@ -178,11 +122,11 @@ def test_the_rollback_from_a_source_without_logical_wal_falls_back_to_dump(logic
     with postgresql("client", database="bob_app").cursor() as cursor:
         cursor.execute("SELECT count(*) FROM plants WHERE name = 'planted on transit'")
         assert cursor.fetchone()[0] == 1
-    assert replication_left(postgresql) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(logical_client, admin)), left
 
 
 @pytest.mark.long
-def test_a_move_killed_while_the_subscription_syncs_leaves_nothing_once_re_run(logical_client, postgresql):
+def test_a_move_killed_while_the_subscription_syncs_leaves_nothing_once_re_run(logical_client, admin, postgresql):
     proc = start_playbook("step4_migrate.yml", "-e", "account=bob")
     killed = None
     deadline = time.monotonic() + 120
@@ -205,6 +149,6 @@ def test_a_move_killed_while_the_subscription_syncs_leaves_nothing_once_re_run(l
     said = " ".join(again.stdout.split())  # the YAML callback wraps long lines
     assert "bob: now on transit" in said and "bob_app by live" in said, again.stdout[-2000:]
     assert postgresql_rows(postgresql, "client", "bob_app") == postgresql_rows(postgresql, "transit", "bob_app")
-    assert replication_left(postgresql) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(logical_client, admin)), left
     playbook("rollback.yml", "-e", "account=bob")
-    assert replication_left(postgresql) == NOTHING_LEFT
+    assert nothing_left(left := replication_left(logical_client, admin)), left

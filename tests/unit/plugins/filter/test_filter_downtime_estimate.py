@@ -23,11 +23,24 @@ def test_measured_rates_and_provider_rule():
         "size_gb": 2.5,
         "provider_s": 150.0,
         "estimate_s": 57.8,  # 2.0 + 2 GB * 25.3 + 0.5 GB * 10.4
+        "estimate_dump_s": 57.8,
         "per_engine": {
-            "mariadb": {"size_bytes": 2 * GB, "estimate_s": 50.6},
-            "postgresql": {"size_bytes": GB // 2, "estimate_s": 5.2},
+            "mariadb": {"size_bytes": 2 * GB, "estimate_s": 50.6, "method": "dump"},
+            "postgresql": {"size_bytes": GB // 2, "estimate_s": 5.2, "method": "dump"},
         },
     }
+
+
+def test_live_engines_take_the_live_rate_and_the_dump_estimate_stays_beside():
+    found = downtime_estimate(
+        [{"engine": "mariadb", "size_bytes": 4 * GB}, {"engine": "postgresql", "size_bytes": 4 * GB}],
+        rates={"mariadb": 40},
+        live_engines=["postgresql"],
+    )
+    assert found["per_engine"]["postgresql"] == {"size_bytes": 4 * GB, "estimate_s": 2.9, "method": "live"}
+    assert found["per_engine"]["mariadb"] == {"size_bytes": 4 * GB, "estimate_s": 160.0, "method": "dump"}
+    assert found["estimate_s"] == 164.9  # 2.0 + 160 + 4 * 0.73
+    assert found["estimate_dump_s"] == 203.6  # 2.0 + 160 + 4 * 10.4
 
 
 def test_rates_override_per_engine_and_options():
@@ -55,6 +68,7 @@ def test_no_databases_is_the_fixed_part_only():
         "size_gb": 0.0,
         "provider_s": 0.0,
         "estimate_s": 2.0,
+        "estimate_dump_s": 2.0,
         "per_engine": {},
     }
 
@@ -75,6 +89,8 @@ def test_no_databases_is_the_fixed_part_only():
         (([], ["mariadb"]), "rates must be a dict"),
         (([], None, -2), "fixed_s must be a number >= 0"),
         (([], None, 2, float("nan")), "provider_s_per_gb must be a number >= 0"),
+        (([], None, 2, 60, "postgresql"), "live_engines must be a list of engines"),
+        (([], None, 2, 60, ["oracle"]), "live_engines must be a list of engines"),
     ],
 )
 def test_bad_input_is_refused(args, message):
