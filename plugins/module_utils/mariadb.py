@@ -506,6 +506,10 @@ class MariaDBDumpCopy(DumpCopy):
         )
         if triggers[0][0]:
             self._load_dump(database, "triggers", "--no-create-info", "--no-data", "--triggers", "--skip-routines")
+        self.copy_sequences(database, source, destination)
+
+    def copy_sequences(self, database: str, source: Any, destination: Any) -> None:
+        """Each sequence's next value from the source (the live method's catch-up sets them again)."""
         for sequence in self._tables(source, database, "SEQUENCE"):
             target = f"{quote_identifier(database)}.{quote_identifier(sequence)}"
             (next_value,) = _query(source, f"SELECT next_not_cached_value FROM {target}")[0]

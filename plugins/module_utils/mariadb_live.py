@@ -88,16 +88,17 @@ def _wild_pattern(database: str) -> str:
     return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + ".%"
 
 
-def _status(conn: Any, name: str) -> dict | None:
-    """SHOW SLAVE STATUS of one named connection, None if there is none."""
+def _statuses(conn: Any) -> list[dict]:
+    """SHOW ALL SLAVES STATUS: one dict per replication connection."""
     with conn.cursor() as cursor:
         cursor.execute("SHOW ALL SLAVES STATUS")
         columns = [column[0] for column in cursor.description or []]
-        for row in cursor.fetchall():
-            status = {columns[i]: value for i, value in enumerate(row)}
-            if status.get("Connection_name") == name:
-                return status
-    return None
+        return [{columns[i]: value for i, value in enumerate(row)} for row in cursor.fetchall()]
+
+
+def _status(conn: Any, name: str) -> dict | None:
+    """SHOW SLAVE STATUS of one named connection, None if there is none."""
+    return next((status for status in _statuses(conn) if status.get("Connection_name") == name), None)
 
 
 def _master_position(conn: Any) -> tuple[str, int]:
@@ -247,18 +248,11 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
 
     def _other_connection(self, destination: Any) -> str | None:
         """Another account's live move replicating from the same source server, if there is one."""
-        with destination.cursor() as cursor:
-            cursor.execute("SHOW ALL SLAVES STATUS")
-            columns = [column[0] for column in cursor.description or []]
-            for row in cursor.fetchall():
-                status = {columns[i]: value for i, value in enumerate(row)}
-                name = status.get("Connection_name")
-                same = (status.get("Master_Host"), int(status.get("Master_Port") or 0)) == (
-                    self.source.host,
-                    int(self.source.port),
-                )
-                if same and name != connection_name(self.account):
-                    return f"the replication connection {name} (another account's live move) reads this source"
+        source, ours = (self.source.host, int(self.source.port)), connection_name(self.account)
+        for status in _statuses(destination):
+            name = status.get("Connection_name")
+            if name != ours and (status.get("Master_Host"), int(status.get("Master_Port") or 0)) == source:
+                return f"the replication connection {name} (another account's live move) reads this source"
         return None
 
     # ---- the interface -----------------------------------------------------------------------------------------
@@ -363,7 +357,7 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
                 _query(lock, "DO RELEASE_LOCK(%s)", (gate,))
             finally:
                 lock.close()
-                if runner.is_alive() or runner.ident is not None:
+                if runner.ident is not None:  # started
                     runner.join()
                 self.parallel = parallel
         if failures:
@@ -436,7 +430,7 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
             copied = {}
             if reason is None:
                 for database in databases:
-                    self.finish_sequences(database, source, destination)
+                    self.copy_sequences(database, source, destination)
                 self.drop_replication()
                 for database in databases:
                     counters["bytes_done"] += sizes[database]
@@ -488,12 +482,6 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         if executed is None:
             return f"the replication connection {name} stopped: {error or 'no error given'}"
         return f"the replication connection {name} did not catch up with the source within {CATCH_UP_S:g} s"
-
-    def finish_sequences(self, database: str, source: Any, destination: Any) -> None:
-        for sequence in self._tables(source, database, "SEQUENCE"):
-            target = f"{quote_identifier(database)}.{quote_identifier(sequence)}"
-            (next_value,) = _query(source, f"SELECT next_not_cached_value FROM {target}")[0]
-            _query(destination, f"SELECT SETVAL({target}, %s, 0)", (int(next_value),))
 
     # ---- verification that does not grow the freeze with size --------------------------------------------------
 

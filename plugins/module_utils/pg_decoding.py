@@ -36,6 +36,16 @@ def _table_names(listed: str) -> list[str]:
     return [f"{parts[i]}.{parts[i + 1]}" for i in range(0, len(parts), 2)]
 
 
+def _closing_quote(text: str, start: int) -> int:
+    """Where the quoted string opening at `start` ends (its quote character doubled inside); ValueError if never."""
+    quote, close = text[start], start + 1
+    while True:
+        close = text.index(quote, close)
+        if not text.startswith(quote * 2, close):
+            return close
+        close += 2
+
+
 def tuple_values(text: str) -> list[tuple[str, str]]:
     """The (column, value as printed) pairs of a change's tuple data, old key and new tuple alike. Raises
     ValueError on text it cannot read."""
@@ -49,13 +59,7 @@ def tuple_values(text: str) -> list[tuple[str, str]]:
             pos += len(marker)
             continue
         if text[pos] == '"':
-            close = pos + 1
-            while True:
-                close = text.index('"', close)
-                if text.startswith('""', close):
-                    close += 2
-                    continue
-                break
+            close = _closing_quote(text, pos)
             name, pos = text[pos + 1 : close].replace('""', '"'), close + 1
         else:
             bracket = text.index("[", pos)
@@ -64,13 +68,7 @@ def tuple_values(text: str) -> list[tuple[str, str]]:
             raise ValueError(f"no column at {pos}")
         pos = text.index("]:", pos) + 2  # past the type, which may itself hold brackets (integer[])
         if text.startswith("'", pos):
-            close = pos + 1
-            while True:
-                close = text.index("'", close)
-                if text.startswith("''", close):
-                    close += 2
-                    continue
-                break
+            close = _closing_quote(text, pos)
             value, pos = text[pos : close + 1], close + 1
         else:
             space = text.find(" ", pos)

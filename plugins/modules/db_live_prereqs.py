@@ -25,7 +25,7 @@ options:
   postgresql:
     description: Admin endpoint (a superuser) of this server's PostgreSQL.
     type: dict
-    suboptions:
+    suboptions: &db_suboptions
       host:
         description: Host name or address.
         type: str
@@ -44,22 +44,7 @@ options:
   mariadb:
     description: Admin endpoint (with SUPER or the binary log and replication privileges) of this server's MariaDB.
     type: dict
-    suboptions:
-      host:
-        description: Host name or address.
-        type: str
-        required: true
-      port:
-        description: TCP port.
-        type: int
-      user:
-        description: Administrative user.
-        type: str
-        required: true
-      password:
-        description: Its password; never logged or returned.
-        type: str
-        required: true
+    suboptions: *db_suboptions
   replication_slots:
     description:
       - PostgreSQL - replication slots and WAL senders to provide at least - per account database moving at once, two
