@@ -422,10 +422,10 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
             databases = self.databases(source)
             sizes = self.database_sizes(source, databases)
             counters = {"bytes_done": 0, "bytes_total": sum(sizes.values()), "tables_done": 0, "tables_total": 0}
-            reason = self._not_live(source, destination, databases)
+            reason = self._step("checking the replication", lambda: self._not_live(source, destination, databases))
             if reason is None:
                 caught_up = time.monotonic()
-                reason = self._catch_up(source, destination)
+                reason = self._step("catching up with the source", lambda: self._catch_up(source, destination))
                 waited = round(time.monotonic() - caught_up, 3)
             copied = {}
             if reason is None:

@@ -349,14 +349,17 @@ class PostgresLiveCopy(LivePlan, PostgresDumpCopy):
             copied = {}
             problems = None
             for database in databases:
-                reason = self._not_live(database)
+                reason = self._step(f"checking the replication of {database}", lambda d=database: self._not_live(d))
                 if reason == NOT_STARTED:
                     # Say why it was not started (the pre-copy's reasons), when that is what happened.
                     if problems is None:
                         problems = self.live_problems(source, destination, databases)
                     reason = "; ".join(problems) or reason
                 if reason is None:
-                    copied[database] = self._catch_up(database, sizes[database], counters, progress)
+                    copied[database] = self._step(
+                        f"catching up {database}",
+                        lambda d=database: self._catch_up(d, sizes[d], counters, progress),
+                    )
                     reason = copied[database].pop("fallback", None)
                 if reason is not None:
                     self.drop_replication(database)
