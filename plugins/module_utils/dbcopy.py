@@ -62,7 +62,7 @@ class Progress(Protocol):
 
 class DatabaseCopy(Protocol):
     engine: str  # "mariadb" | "postgresql"
-    method: str  # "dump" now; "replication" later (issue 8)
+    method: str  # "dump" or "live"
 
     def plan(self) -> dict: ...
 
@@ -318,9 +318,7 @@ class DumpCopy:
                 raise CopyError(f"{self.engine} on the destination ({self.destination.host}): " + "; ".join(problems))
             if not self.USERS_AFTER_DATABASES:
                 users = self._step("copying users", lambda: self.copy_users(source, destination))
-            databases = self.databases(source)
-            sizes = self.database_sizes(source, databases)
-            counters = {"bytes_done": 0, "bytes_total": sum(sizes.values()), "tables_done": 0, "tables_total": 0}
+            databases, sizes, counters = self._inventory(source)
             copied = {}
             for database in databases:
                 copied[database] = self._copy_database(
@@ -328,6 +326,17 @@ class DumpCopy:
                 )
             if self.USERS_AFTER_DATABASES:
                 users = self._step("copying users", lambda: self.copy_users(source, destination))
+        return self._copied(started, counters, copied, users)
+
+    def _inventory(self, source: Any) -> tuple[list[str], dict[str, int], dict[str, int]]:
+        """The account's databases on the source, their sizes, and the progress counters of their copy."""
+        databases = self.databases(source)
+        sizes = self.database_sizes(source, databases)
+        counters = {"bytes_done": 0, "bytes_total": sum(sizes.values()), "tables_done": 0, "tables_total": 0}
+        return databases, sizes, counters
+
+    def _copied(self, started: float, counters: dict, copied: dict, users: list) -> dict:
+        """What copy() returns, whatever the method."""
         return {
             "engine": self.engine,
             "method": self.method,

@@ -419,9 +419,7 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         started = time.monotonic()
         self.write_credentials()
         with self.connected("source") as source, self.connected("destination") as destination:
-            databases = self.databases(source)
-            sizes = self.database_sizes(source, databases)
-            counters = {"bytes_done": 0, "bytes_total": sum(sizes.values()), "tables_done": 0, "tables_total": 0}
+            databases, sizes, counters = self._inventory(source)
             reason = self._step("checking the replication", lambda: self._not_live(source, destination, databases))
             if reason is None:
                 caught_up = time.monotonic()
@@ -445,14 +443,7 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
                     )
                     copied[database].update(method="dump", live_problem=reason)
             users = self._step("copying users", lambda: self.copy_users(source, destination))
-        return {
-            "engine": self.engine,
-            "method": self.method,
-            "seconds": round(time.monotonic() - started, 3),
-            "bytes": counters["bytes_total"],
-            "databases": copied,
-            "users": users,
-        }
+        return self._copied(started, counters, copied, users)
 
     def _not_live(self, source: Any, destination: Any, databases: list[str]) -> str | None:
         """Why the databases cannot finish by catch-up (None: they can)."""

@@ -141,13 +141,12 @@ class DatabaseSide:
         """Remove whatever replication a live method set up for the account (subscriptions, slots,
         publications); nothing for the dump method. Idempotent."""
         for name in [engine] if engine else list(self.engines):
+            if self.method_of(name) == "dump":
+                continue  # nothing to remove, and no reason to reach a server that may be the failure's cause
             copier = self.copier(name)
-            drop = getattr(copier, "drop_replication", None)
-            if drop is None:
-                continue
             try:
                 for database in self.databases(name):
-                    drop(database)
+                    copier.drop_replication(database)
             finally:
                 copier.cleanup()
 

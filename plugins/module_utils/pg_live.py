@@ -343,9 +343,7 @@ class PostgresLiveCopy(LivePlan, PostgresDumpCopy):
         self.write_credentials()
         with self.connected("source") as source, self.connected("destination") as destination:
             users = self._step("copying users", lambda: self.copy_users(source, destination))
-            databases = self.databases(source)
-            sizes = self.database_sizes(source, databases)
-            counters = {"bytes_done": 0, "bytes_total": sum(sizes.values()), "tables_done": 0, "tables_total": 0}
+            databases, sizes, counters = self._inventory(source)
             copied = {}
             problems = None
             for database in databases:
@@ -367,14 +365,7 @@ class PostgresLiveCopy(LivePlan, PostgresDumpCopy):
                         database, sizes[database], source, destination, counters, progress
                     )
                     copied[database].update(method="dump", live_problem=reason)
-        return {
-            "engine": self.engine,
-            "method": self.method,
-            "seconds": round(time.monotonic() - started, 3),
-            "bytes": counters["bytes_total"],
-            "databases": copied,
-            "users": users,
-        }
+        return self._copied(started, counters, copied, users)
 
     def _not_live(self, database: str) -> str | None:
         """Why this database cannot finish by catch-up (None: it can)."""
