@@ -5,6 +5,8 @@ the live-method tests (tests/integration/test_pg_live.py, test_mariadb_live.py, 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import psycopg2
 import pymysql
@@ -15,6 +17,45 @@ from lab_state import JOURNAL, in_host
 
 BINLOG_CONF = "/etc/mysql/mariadb.conf.d/91-live-test.cnf"
 SERVER_IDS = {"client": 11, "transit": 12}
+
+
+class AccountWriter(threading.Thread):
+    """An account's application writing every 20 ms, one transaction a write; `acknowledged` holds the id each
+    committed write returned. A refused write (the freeze) counts in `refused`, and the next one reconnects.
+    Subclasses say how to connect, how to write (returning the id), and which errors are refusals."""
+
+    refusals: tuple[type[Exception], ...] = ()
+
+    def __init__(self, lab):
+        super().__init__(daemon=True)
+        self.lab, self.stop, self.acknowledged, self.refused, self.n = lab, threading.Event(), [], 0, 0
+
+    def connect(self):
+        raise NotImplementedError
+
+    def write(self, cursor, n):
+        raise NotImplementedError
+
+    def run(self):
+        conn = None
+        while not self.stop.is_set():
+            self.n += 1
+            try:
+                if conn is None:
+                    conn = self.connect()
+                with conn.cursor() as cursor:
+                    written = self.write(cursor, self.n)
+                conn.commit()
+                self.acknowledged.append(written)
+            except self.refusals:
+                self.refused += 1
+                conn = None
+                time.sleep(0.2)
+            time.sleep(0.02)
+
+    def until(self, writes):
+        while len(self.acknowledged) < writes:
+            time.sleep(0.05)
 
 
 def at_home(account):

@@ -12,7 +12,6 @@ re-run."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pymysql
@@ -20,7 +19,7 @@ import pytest
 import yaml
 from conftest import LAB, REPO, run
 from lab_state import JOURNAL, in_host, mariadb_rows, playbook, start_playbook
-from live_servers import at_home, nothing_left, replication_left, set_binlog
+from live_servers import AccountWriter, at_home, nothing_left, replication_left, set_binlog
 
 pytestmark = pytest.mark.lab
 
@@ -44,44 +43,30 @@ def binlog_client(lab):
 CORRUPT = ["mariadb", "alice_shop", "-e", "UPDATE products SET name = CONCAT(name, ' (corrupted)') WHERE id = 390"]
 
 
-class Writer(threading.Thread):
-    """alice's shop: every 20 ms an order, a product touched (its trigger sets created_at), an audit line added and
-    an old one deleted, one transaction each; acknowledged = committed. Refused writes (the freeze) reconnect."""
+class Writer(AccountWriter):
+    """alice's shop: an order, a product touched (its trigger sets created_at), an audit line added and an old one
+    deleted, in each transaction; the order's id acknowledged."""
 
-    def __init__(self, lab):
-        super().__init__(daemon=True)
-        self.lab, self.stop, self.orders, self.refused, self.n = lab, threading.Event(), [], 0, 0
+    refusals = (pymysql.Error,)
 
-    def run(self):
-        conn = None
-        while not self.stop.is_set():
-            self.n += 1
-            try:
-                if conn is None:
-                    conn = pymysql.connect(host=self.lab.hosts["client"].ipv4, user="alice", password=ALICE["alice"],
-                                           database="alice_shop", connect_timeout=3)  # fmt: skip
-                with conn.cursor() as cursor:
-                    cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (%s, 1, %s)",
-                                   (1 + self.n % 400, f"live-{self.n}"))  # fmt: skip
-                    order = cursor.lastrowid
-                    cursor.execute("UPDATE products SET price = price + 1 WHERE id = %s", (1 + (self.n * 7) % 400,))
-                    cursor.execute("INSERT INTO audit_log VALUES (NOW(), %s)", (f"live-{self.n}",))
-                    cursor.execute("DELETE FROM audit_log WHERE message = %s", (f"event {self.n}",))
-                conn.commit()
-                self.orders.append(order)
-            except pymysql.Error:
-                self.refused += 1
-                conn = None
-                time.sleep(0.2)
-            time.sleep(0.02)
+    def connect(self):
+        return pymysql.connect(host=self.lab.hosts["client"].ipv4, user="alice", password=ALICE["alice"],
+                               database="alice_shop", connect_timeout=3)  # fmt: skip
+
+    def write(self, cursor, n):
+        cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (%s, 1, %s)", (1 + n % 400, f"live-{n}"))
+        order = cursor.lastrowid
+        cursor.execute("UPDATE products SET price = price + 1 WHERE id = %s", (1 + (n * 7) % 400,))
+        cursor.execute("INSERT INTO audit_log VALUES (NOW(), %s)", (f"live-{n}",))
+        cursor.execute("DELETE FROM audit_log WHERE message = %s", (f"event {n}",))
+        return order
 
 
 def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client, admin, mariadb):
     writer = Writer(binlog_client)
     writer.start()
     try:
-        while len(writer.orders) < 20:
-            time.sleep(0.05)
+        writer.until(20)
         # products' row 390 is not written meanwhile: the live verification finds its chunk equal and the freeze
         # would not hash it again, but transit's binary log records the row changed there (a test hook).
         corrupted = playbook("step4_migrate.yml", *LIVE, "-e",
@@ -99,15 +84,15 @@ def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client,
     # since hashed in the freeze; audit_log, written too, has no key to chunk by: hashed whole.
     summary = " ".join(moved.stdout.split())  # the YAML callback wraps long lines
     assert "alice_shop by live (hashed whole in the freeze: audit_log)" in summary, moved.stdout[-2000:]
-    assert len(writer.orders) > 40 and writer.refused > 0, (len(writer.orders), writer.refused)
+    assert len(writer.acknowledged) > 40 and writer.refused > 0, (len(writer.acknowledged), writer.refused)
 
     with mariadb("transit", database="alice_shop").cursor() as cursor:
-        cursor.execute("SELECT COUNT(*) FROM orders WHERE id IN %s", (writer.orders,))
-        assert cursor.fetchone()[0] == len(writer.orders), "acknowledged writes missing on transit"
+        cursor.execute("SELECT COUNT(*) FROM orders WHERE id IN %s", (writer.acknowledged,))
+        assert cursor.fetchone()[0] == len(writer.acknowledged), "acknowledged writes missing on transit"
     assert mariadb_rows(mariadb, "client", "alice_shop") == mariadb_rows(mariadb, "transit", "alice_shop")
     with mariadb("transit", user="alice", password=ALICE["alice"], database="alice_shop").cursor() as cursor:
         cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (1, 1, 'after')")
-        assert cursor.lastrowid > max(writer.orders), "the auto-increment restarted below the copied rows"
+        assert cursor.lastrowid > max(writer.acknowledged), "the auto-increment restarted below the copied rows"
     assert nothing_left(left := replication_left(binlog_client, admin)), left
 
 

@@ -10,7 +10,6 @@ A move killed while the subscription syncs leaves nothing behind once re-run."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import psycopg2
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from conftest import LAB, REPO, run
 from lab_state import JOURNAL, in_host, playbook, postgresql_rows, start_playbook
-from live_servers import at_home, nothing_left, replication_left, set_wal_level
+from live_servers import AccountWriter, at_home, nothing_left, replication_left, set_wal_level
 
 pytestmark = pytest.mark.lab
 
@@ -38,36 +37,24 @@ def logical_client(lab, admin):
     run([LAB, "reset"])  # the writer changed bob's seeded rows: the modules after this one expect the seed
 
 
-class Writer(threading.Thread):
-    """bob's application: every 20 ms an insert into visits, an insert, an update and a delete in tags_nopk, one
-    transaction each; acknowledged = committed. Refused writes (the freeze) reconnect and go on."""
+class Writer(AccountWriter):
+    """bob's application: an insert into visits, an insert, an update and a delete in tags_nopk, in each
+    transaction; the visit's id acknowledged."""
 
-    def __init__(self, lab):
-        super().__init__(daemon=True)
-        self.lab, self.stop, self.visits, self.refused, self.n = lab, threading.Event(), [], 0, 0
+    refusals = (psycopg2.Error,)
 
-    def run(self):
-        conn = None
-        while not self.stop.is_set():
-            self.n += 1
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(host=self.lab.hosts["client"].ipv4, user="bob", password=BOB["bob"],
-                                            dbname="bob_app", connect_timeout=3)  # fmt: skip
-                with conn, conn.cursor() as cursor:
-                    cursor.execute("INSERT INTO visits (plant_id, at, note) VALUES (%s, now(), %s) RETURNING id",
-                                   (1 + self.n % 300, f"live-{self.n}"))  # fmt: skip
-                    visit = cursor.fetchone()[0]
-                    cursor.execute("INSERT INTO tags_nopk VALUES (%s, 'live')", (1 + self.n % 300,))
-                    cursor.execute("UPDATE tags_nopk SET tag = tag || '+' WHERE plant_id = %s", (1 + self.n % 300,))
-                    cursor.execute("DELETE FROM tags_nopk WHERE plant_id = %s AND tag LIKE %s",
-                                   (1 + (self.n * 7) % 300, "%++"))  # fmt: skip
-                self.visits.append(visit)
-            except psycopg2.Error:
-                self.refused += 1
-                conn = None
-                time.sleep(0.2)
-            time.sleep(0.02)
+    def connect(self):
+        return psycopg2.connect(host=self.lab.hosts["client"].ipv4, user="bob", password=BOB["bob"],
+                                dbname="bob_app", connect_timeout=3)  # fmt: skip
+
+    def write(self, cursor, n):
+        cursor.execute("INSERT INTO visits (plant_id, at, note) VALUES (%s, now(), %s) RETURNING id",
+                       (1 + n % 300, f"live-{n}"))  # fmt: skip
+        visit = cursor.fetchone()[0]
+        cursor.execute("INSERT INTO tags_nopk VALUES (%s, 'live')", (1 + n % 300,))
+        cursor.execute("UPDATE tags_nopk SET tag = tag || '+' WHERE plant_id = %s", (1 + n % 300,))
+        cursor.execute("DELETE FROM tags_nopk WHERE plant_id = %s AND tag LIKE %s", (1 + (n * 7) % 300, "%++"))
+        return visit
 
 
 CORRUPT = ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-d", "bob_app", "-c",
@@ -78,8 +65,7 @@ def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, 
     writer = Writer(logical_client)
     writer.start()
     try:
-        while len(writer.visits) < 20:
-            time.sleep(0.05)
+        writer.until(20)
         # plants is not written meanwhile: the live verification finds it equal and the freeze would skip it, but
         # the destination's decoding slot records a row changed there (a test hook before the verification).
         corrupted = playbook("step4_migrate.yml", "-e", "account=bob", "-e",
@@ -98,15 +84,15 @@ def test_bob_moves_live_with_writes_running_and_nothing_is_left(logical_client, 
     # freeze; tags_nopk, written too, has no key to chunk by: hashed whole.
     summary = " ".join(moved.stdout.split())  # the YAML callback wraps long lines
     assert "bob_app by live (hashed whole in the freeze: public.tags_nopk)" in summary, moved.stdout[-2000:]
-    assert len(writer.visits) > 40 and writer.refused > 0, (len(writer.visits), writer.refused)
+    assert len(writer.acknowledged) > 40 and writer.refused > 0, (len(writer.acknowledged), writer.refused)
 
     with postgresql("transit", database="bob_app").cursor() as cursor:
-        cursor.execute("SELECT id FROM visits WHERE id = ANY(%s)", (writer.visits,))
-        assert len(cursor.fetchall()) == len(writer.visits), "acknowledged writes missing on transit"
+        cursor.execute("SELECT id FROM visits WHERE id = ANY(%s)", (writer.acknowledged,))
+        assert len(cursor.fetchall()) == len(writer.acknowledged), "acknowledged writes missing on transit"
     assert postgresql_rows(postgresql, "client", "bob_app") == postgresql_rows(postgresql, "transit", "bob_app")
     with postgresql("transit", user="bob", password=BOB["bob"], database="bob_app").cursor() as cursor:
         cursor.execute("INSERT INTO visits (plant_id, at, note) VALUES (1, now(), 'after') RETURNING id")
-        assert cursor.fetchone()[0] > max(writer.visits), "the sequence restarted below the copied rows"
+        assert cursor.fetchone()[0] > max(writer.acknowledged), "the sequence restarted below the copied rows"
     assert nothing_left(left := replication_left(logical_client, admin)), left
 
 
