@@ -8,6 +8,7 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from conftest import LAB, REPO, run
 
@@ -32,6 +33,13 @@ def start_playbook(name, *args):
 
 def in_host(host, script, check=True):
     return run([LAB, "exec", host, "--", "bash", "-c", script], check=check)
+
+
+def in_hosts(scripts):
+    """{key: (host, script)} -> {key: stdout}, the scripts run at once (each `lab exec` costs its own start-up)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done = {key: pool.submit(in_host, host, script) for key, (host, script) in scripts.items()}
+        return {key: future.result().stdout for key, future in done.items()}
 
 
 def tree_snapshot(host, account):
@@ -90,16 +98,19 @@ def http(host_header, path="/", address="198.51.100.10"):
 
 def state_snapshot(lab, mariadb, postgresql):
     """Everything a move may change, on both servers: for the check-mode test."""
+    scripts = {}
+    for host in ("client", "transit"):
+        scripts[host, "files"] = (
+            host,
+            "find /home /var/mail /etc/hosting /etc/nginx/hosting -printf '%p %s %T@ %m\\n' | sort",
+        )
+        scripts[host, "maps"] = (host, "cat /etc/nginx/hosting/*.map")
+        scripts[host, "users"] = (host, "getent passwd | sort")
+        scripts[host, "journal"] = (host, f"find {JOURNAL} -type f 2>/dev/null | sort; true")
+    outputs = in_hosts(scripts)
     snap = {}
     for host in ("client", "transit"):
-        snap[host] = {
-            "files": in_host(
-                host, "find /home /var/mail /etc/hosting /etc/nginx/hosting -printf '%p %s %T@ %m\\n' | sort"
-            ).stdout,
-            "maps": in_host(host, "cat /etc/nginx/hosting/*.map").stdout,
-            "users": in_host(host, "getent passwd | sort").stdout,
-            "journal": in_host(host, f"find {JOURNAL} -type f 2>/dev/null | sort; true").stdout,
-        }
+        snap[host] = {name: outputs[host, name] for name in ("files", "maps", "users", "journal")}
         with mariadb(host).cursor() as cur:
             cur.execute("SELECT schema_name FROM information_schema.schemata ORDER BY 1")
             snap[host]["mariadb"] = cur.fetchall()

@@ -18,7 +18,17 @@ import awx_job
 import pytest
 from conftest import LAB, REPO, run
 from hostinglab import demo
-from lab_state import JOURNAL, http, in_host, mariadb_rows, playbook, postgresql_rows, state_snapshot, tree_snapshot
+from lab_state import (
+    JOURNAL,
+    http,
+    in_host,
+    in_hosts,
+    mariadb_rows,
+    playbook,
+    postgresql_rows,
+    state_snapshot,
+    tree_snapshot,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -42,11 +52,14 @@ def world(lab, mariadb, postgresql):
     """What --check must leave alone: both servers' trees, maps, users, journals, runtimes and databases, the
     router's routes, the transit's addresses, and the DNS zones."""
     snap = state_snapshot(lab, mariadb, postgresql)
+    scripts = {"routes": ("gw", "ip route; ip -6 route"), "transit_addresses": ("transit", "ip -o addr show dev lo")}
     for host in ("client", "transit"):
-        snap[host]["langs"] = in_host(host, "find /opt/hosting -printf '%p %s %T@ %m\\n' | sort").stdout
-        snap[host]["journal_times"] = in_host(host, f"find {JOURNAL} -printf '%p %s %T@\\n' 2>/dev/null | sort").stdout
-    snap["routes"] = in_host("gw", "ip route; ip -6 route").stdout
-    snap["transit_addresses"] = in_host("transit", "ip -o addr show dev lo").stdout
+        scripts[host, "langs"] = (host, "find /opt/hosting -printf '%p %s %T@ %m\\n' | sort")
+        scripts[host, "journal_times"] = (host, f"find {JOURNAL} -printf '%p %s %T@\\n' 2>/dev/null | sort")
+    outputs = in_hosts(scripts)
+    for host in ("client", "transit"):
+        snap[host].update(langs=outputs[host, "langs"], journal_times=outputs[host, "journal_times"])
+    snap.update(routes=outputs["routes"], transit_addresses=outputs["transit_addresses"])
     snap["dns"] = axfr(lab)
     return snap
 

@@ -111,6 +111,8 @@ def test_the_rollback_from_a_source_without_binary_log_falls_back_to_dump(binlog
     assert nothing_left(left := replication_left(binlog_client, admin)), left
 
 
+# make test-long: the short suite meets turns in the end-to-end test (steps 4 and 7 move every account at once).
+@pytest.mark.long
 def test_two_accounts_moved_at_once_from_one_source_take_turns_and_both_go_live(binlog_client, admin, mariadb):
     # MariaDB gives transit one replication connection per source server: carol's move waits for alice's to end.
     set_binlog(binlog_client, "transit", True)
