@@ -32,9 +32,9 @@ def logical_client(lab, admin):
     set_wal_level(lab, admin, "client", "logical")
     set_wal_level(lab, admin, "transit", "logical")
     yield lab
-    set_wal_level(lab, admin, "client", "replica")
-    set_wal_level(lab, admin, "transit", "replica")
-    run([LAB, "reset"])  # the writer changed bob's seeded rows: the modules after this one expect the seed
+    # The writer changed bob's seeded rows, which the modules after this one expect; a reset rebuilds both
+    # servers as seeded (wal_level replica too).
+    run([LAB, "reset"])
 
 
 class Writer(AccountWriter):
