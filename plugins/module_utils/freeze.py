@@ -44,6 +44,17 @@ def end_sessions(host: Host, uid: int) -> None:
         raise RuntimeError(f"could not end the sessions of uid {uid} on {host.name}: {err.strip()}")
 
 
+def _hold(host: Host, what: str, script: str, *args: str) -> bool:
+    """Run a hold's shell script (arguments $1...): exit 3 means already held or nothing to hold (False); True if
+    this call took the hold."""
+    rc, _out, err = host.run(["sh", "-c", script, "sh", *args])
+    if rc == 3:
+        return False
+    if rc != 0:
+        raise RuntimeError(f"could not hold {what} on {host.name}: {err.strip()}")
+    return True
+
+
 def hold_logins(host: Host, held_dir: str, account: str) -> bool:
     """Expire the account's user so no new login starts (ssh, sftp, su and cron all check expiry through PAM)
     until release_logins; its previous expiry date is kept in held_dir. True if this call took the hold."""
@@ -54,12 +65,7 @@ def hold_logins(host: Host, held_dir: str, account: str) -> bool:
         # Day 1 (1970-01-02): day 0 is read as "never expires" by some tools.
         'chage -E 1 "$1" || exit 1; [ "$held" = 1 ] || exit 3'
     )
-    rc, _out, err = host.run(["sh", "-c", script, "sh", account, held_dir])
-    if rc == 3:
-        return False
-    if rc != 0:
-        raise RuntimeError(f"could not hold the logins of {account} on {host.name}: {err.strip()}")
-    return True
+    return _hold(host, f"the logins of {account}", script, account, held_dir)
 
 
 def release_logins(host: Host, held_dir: str, account: str) -> None:
@@ -71,12 +77,7 @@ def release_logins(host: Host, held_dir: str, account: str) -> None:
 def hold_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> bool:
     """Move the account's crontab aside so no job starts during the move; True if there was one."""
     script = 'test -e "$1" || exit 3; mkdir -p -m 0700 "$2" && mv -f "$1" "$2/"'
-    rc, _out, err = host.run(["sh", "-c", script, "sh", f"{cron_dir}/{account}", held_dir])
-    if rc == 3:
-        return False
-    if rc != 0:
-        raise RuntimeError(f"could not hold the crontab of {account} on {host.name}: {err.strip()}")
-    return True
+    return _hold(host, f"the crontab of {account}", script, f"{cron_dir}/{account}", held_dir)
 
 
 def release_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> None:
@@ -88,12 +89,7 @@ def hold_mail(host: Host, hold_dir: str, account: str) -> bool:
     """Hold the account's mail delivery (the server's delivery agent answers "try again later" while the hold file
     exists, so the MTA keeps the messages queued); True if this call set the hold."""
     script = 'test -e "$1/$2" && exit 3; mkdir -p "$1" && : > "$1/$2"'
-    rc, _out, err = host.run(["sh", "-c", script, "sh", hold_dir, account])
-    if rc == 3:
-        return False
-    if rc != 0:
-        raise RuntimeError(f"could not hold the mail of {account} on {host.name}: {err.strip()}")
-    return True
+    return _hold(host, f"the mail of {account}", script, hold_dir, account)
 
 
 def release_mail(host: Host, hold_dir: str, account: str) -> None:
