@@ -16,7 +16,8 @@ import time
 from conftest import LAB
 from hostinglab import proc as lab_proc
 from hostinglab import services as lab_services
-from lab_state import JOURNAL, http, in_host
+from lab_state import JOURNAL, http, in_host, playbook, start_playbook
+from manifest import compare, manifest
 
 TRANSIT_BACKEND = "10.77.0.11:80"
 
@@ -104,6 +105,38 @@ def reseed(lab):
 
 # Which way an account moves next: step 4 to transit, or the rollback home (the same module, the same guarantees).
 MOVES = {"client": ("step4_migrate.yml", "transit"), "transit": ("rollback.yml", "client")}
+
+
+MOVE_LABELS = {"step4_migrate.yml": "step 4", "rollback.yml": "the rollback"}
+
+
+def kill_in_phase_then_rerun(lab, account, phase, expected, mariadb, postgresql, *, what, record_property, rerun=()):
+    """Move `account` away from the side serving it, SIGKILL the move in `phase`, then run it again. Right after the
+    kill one side serves the account and holds all of `expected` (the test's own manifest), and the lock is free;
+    the re-run converges to the other side with nothing lost or duplicated. Writes the ledger line ("SIGKILL of
+    `what` ..."); returns the re-run (run with the extra arguments `rerun`)."""
+    play, destination = MOVES[serving_side(lab, account)]
+    watcher = PhaseWatcher(destination, account, phase)
+    killed_run = start_playbook(play, "-e", f"account={account}")
+    output = killed_run.communicate(timeout=300)[0]
+    seen = watcher.result()
+    assert seen["phase"] == phase, f"{play}: the move was not caught in {phase}:\n{output[-2000:]}"
+    assert killed_run.returncode != 0, "the killed move reported success"
+
+    side = serving_side(lab, account)
+    compared, lost, unexpected = compare(expected, manifest(lab, side, account, mariadb, postgresql))
+    assert (lost, unexpected) == ([], []), f"after a kill in {phase}, {side} lost {lost}, gained {unexpected}"
+    assert lock_is_free(destination, account), "the dead run's lock is still held"
+
+    again = playbook(play, "-e", f"account={account}", *rerun, check=False)
+    converged = again.returncode == 0 and serving_side(lab, account) == destination
+    compared2, lost2, unexpected2 = compare(expected, manifest(lab, destination, account, mariadb, postgresql))
+    ledger(record_property, f"SIGKILL of {what} ({MOVE_LABELS[play]}) in {phase}", runs=2, converged=converged,
+           compared=compared + compared2, lost=len(lost) + len(lost2),
+           unexpected=len(unexpected) + len(unexpected2))  # fmt: skip
+    assert converged, again.stdout[-3000:]
+    assert (lost2, unexpected2) == ([], []), f"the re-run lost {lost2}, duplicated or added {unexpected2}"
+    return again
 
 
 def front_backends(lab, account: str) -> set[str | None]:

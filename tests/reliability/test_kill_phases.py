@@ -9,13 +9,11 @@ same guarantees), so no case needs a move of its own to set up."""
 from __future__ import annotations
 
 import pytest
-from faults import MOVES, PhaseWatcher, fresh_lab, journal_state, ledger, lock_is_free, serving_side
-from lab_state import in_host, playbook, start_playbook
-from manifest import compare, manifest
+from faults import MOVES, fresh_lab, journal_state, kill_in_phase_then_rerun, lock_is_free, serving_side
+from lab_state import in_host
+from manifest import manifest
 
 pytestmark = pytest.mark.lab
-
-LABELS = {"step4_migrate.yml": "step 4", "rollback.yml": "the rollback"}
 
 ACCOUNT = "carol"
 # The short suite kills where a half-done move is most delicate, mid-switch of the front (tests/integration/
@@ -51,33 +49,13 @@ def owner_writes(lab, host: str, tag: str, mariadb) -> None:
 @pytest.mark.parametrize("phase", PHASES)
 def test_sigkill_in_each_phase_then_a_rerun_converges(fresh, phase, mariadb, postgresql, record_property):
     source = serving_side(fresh, ACCOUNT)
-    play, destination = MOVES[source]
     owner_writes(fresh, source, f"before-{phase}", mariadb)
     expected = manifest(fresh, source, ACCOUNT, mariadb, postgresql)
     assert f"file:/home/carol/files/note-before-{phase}.txt" in expected
 
-    watcher = PhaseWatcher(destination, ACCOUNT, phase)
-    killed_run = start_playbook(play, "-e", f"account={ACCOUNT}")
-    output = killed_run.communicate(timeout=300)[0]
-    seen = watcher.result()
-    assert seen["phase"] == phase, f"{play}: the move was not caught in {phase}:\n{output[-2000:]}"
-    assert killed_run.returncode != 0, "the killed move reported success"
-
-    # Right after the kill: one side serves carol, and it holds everything.
-    side = serving_side(fresh, ACCOUNT)
-    compared, lost, unexpected = compare(expected, manifest(fresh, side, ACCOUNT, mariadb, postgresql))
-    assert (lost, unexpected) == ([], []), f"after a kill in {phase}, {side} lost {lost}, gained {unexpected}"
-    assert lock_is_free(destination, ACCOUNT), "the dead run's lock is still held"
-
-    rerun = playbook(play, "-e", f"account={ACCOUNT}", check=False)
-    converged = rerun.returncode == 0 and serving_side(fresh, ACCOUNT) == destination
-    after = manifest(fresh, destination, ACCOUNT, mariadb, postgresql)
-    compared2, lost2, unexpected2 = compare(expected, after)
-    ledger(record_property, f"SIGKILL of {LABELS[play]} in {phase}", runs=2,
-           converged=converged, compared=compared + compared2, lost=len(lost) + len(lost2),
-           unexpected=len(unexpected) + len(unexpected2))  # fmt: skip
-    assert converged, rerun.stdout[-3000:]
-    assert (lost2, unexpected2) == ([], []), f"the re-run lost {lost2}, duplicated or added {unexpected2}"
+    destination = MOVES[source][1]
+    kill_in_phase_then_rerun(fresh, ACCOUNT, phase, expected, mariadb, postgresql, what="a move",
+                             record_property=record_property)  # fmt: skip
     state = journal_state(destination, ACCOUNT)
     assert (state.get("location"), state.get("status")) == (destination, "done")
     assert lock_is_free(destination, ACCOUNT)

@@ -7,14 +7,13 @@ publication, slot, subscription, pass file, replication connection or replicatio
 from __future__ import annotations
 
 import pytest
-from faults import MOVES, PhaseWatcher, fresh_lab, ledger, lock_is_free, serving_side
-from lab_state import in_host, playbook, start_playbook
+from faults import fresh_lab, kill_in_phase_then_rerun, serving_side
+from lab_state import in_host
 from live_servers import nothing_left, replication_left, set_live
-from manifest import compare, manifest
+from manifest import manifest
 
 pytestmark = [pytest.mark.lab, pytest.mark.long]
 
-LABELS = {"step4_migrate.yml": "step 4", "rollback.yml": "the rollback"}
 ACCOUNT = "carol"
 PHASES = ["precopy", "freeze", "databases", "verify", "switch"]
 
@@ -44,32 +43,12 @@ def test_sigkill_of_a_live_move_in_each_phase_then_a_rerun_converges(
     live_lab, admin, phase, mariadb, postgresql, record_property
 ):
     source = serving_side(live_lab, ACCOUNT)
-    play, destination = MOVES[source]
     owner_writes(live_lab, source, f"live-{phase}", mariadb, postgresql)
     expected = manifest(live_lab, source, ACCOUNT, mariadb, postgresql)
 
-    watcher = PhaseWatcher(destination, ACCOUNT, phase)
-    killed_run = start_playbook(play, "-e", f"account={ACCOUNT}")
-    output = killed_run.communicate(timeout=300)[0]
-    seen = watcher.result()
-    assert seen["phase"] == phase, f"{play}: the move was not caught in {phase}:\n{output[-2000:]}"
-    assert killed_run.returncode != 0, "the killed move reported success"
-
-    side = serving_side(live_lab, ACCOUNT)
-    compared, lost, unexpected = compare(expected, manifest(live_lab, side, ACCOUNT, mariadb, postgresql))
-    assert (lost, unexpected) == ([], []), f"after a kill in {phase}, {side} lost {lost}, gained {unexpected}"
-    assert lock_is_free(destination, ACCOUNT), "the dead run's lock is still held"
-
-    rerun = playbook(play, "-e", f"account={ACCOUNT}", "-v", check=False)
-    converged = rerun.returncode == 0 and serving_side(live_lab, ACCOUNT) == destination
-    compared2, lost2, unexpected2 = compare(expected, manifest(live_lab, destination, ACCOUNT, mariadb, postgresql))
-    left = replication_left(live_lab, admin)
-    ledger(record_property, f"SIGKILL of a live move ({LABELS[play]}) in {phase}", runs=2, converged=converged,
-           compared=compared + compared2, lost=len(lost) + len(lost2),
-           unexpected=len(unexpected) + len(unexpected2))  # fmt: skip
-    assert converged, rerun.stdout[-3000:]
+    rerun = kill_in_phase_then_rerun(live_lab, ACCOUNT, phase, expected, mariadb, postgresql, what="a live move",
+                                     record_property=record_property, rerun=["-v"])  # fmt: skip
     if phase in ("precopy", "freeze"):  # later kills leave the databases copied: the re-run does not copy again
         said = " ".join(rerun.stdout.split())  # the YAML callback wraps long lines
         assert "method: live" in said, "the re-run did not move the databases live"
-    assert (lost2, unexpected2) == ([], []), f"the re-run lost {lost2}, duplicated or added {unexpected2}"
-    assert nothing_left(left), f"after the re-run: {left}"
+    assert nothing_left(left := replication_left(live_lab, admin)), f"after the re-run: {left}"
