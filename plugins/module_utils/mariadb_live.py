@@ -531,9 +531,8 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
             sequences = set(self._tables(source, database, "SEQUENCE")) | set(
                 self._tables(destination, database, "SEQUENCE")
             )
-            to_hash = set(_columns(source, database, ("BASE TABLE",), generated=True)) | set(
-                _columns(destination, database, ("BASE TABLE",), generated=True)
-            )
+            columns = _columns(source, database, ("BASE TABLE",), generated=True)
+            to_hash = set(columns) | set(_columns(destination, database, ("BASE TABLE",), generated=True))
             changes = self._logged_changes(database, tables, recording) if tables and recording else None
             if changes is not None:
                 on_source, on_destination = changes
@@ -548,9 +547,8 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
                     to_hash.discard(table)
                     chunks = chunks_of(rows, record["pending"])
                     if chunks:
-                        columns = _columns(source, database, ("BASE TABLE",), generated=True)[table]
-                        ours = _sums(source, database, table, columns, record["key"], chunks)
-                        theirs = _sums(destination, database, table, columns, record["key"], chunks)
+                        ours = _sums(source, database, table, columns[table], record["key"], chunks)
+                        theirs = _sums(destination, database, table, columns[table], record["key"], chunks)
                         differences += chunk_differences(
                             "mariadb", database, table, record["key"], chunks, ours, theirs
                         )

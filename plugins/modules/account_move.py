@@ -180,6 +180,7 @@ options:
         and RV(db_precopy) or RV(databases) says why. Nothing of the replication is left after the move, a failed
         move or a rollback.
       - V(auto) is V(live) for both engines.
+      - With O(precopy_only=true) no replication starts (it would hold the source's log until the move).
     type: str
     choices: [auto, live, dump]
     default: auto
