@@ -88,6 +88,14 @@ def _wild_pattern(database: str) -> str:
     return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + ".%"
 
 
+def replication_filter(databases: list[str]) -> str:
+    """replicate_wild_do_table for the account's databases. Never empty: an empty filter replicates the whole
+    source server (every other account's rows and its user changes, such as another move's ACCOUNT LOCK)."""
+    if not databases:
+        raise CopyError("mariadb: no database to replicate; an empty filter would replicate the whole server")
+    return ",".join(_wild_pattern(database) for database in databases)
+
+
 def _statuses(conn: Any) -> list[dict]:
     """SHOW ALL SLAVES STATUS: one dict per replication connection."""
     with conn.cursor() as cursor:
@@ -261,6 +269,9 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         self.write_credentials()
         with self.connected("source") as source, self.connected("destination") as destination:
             databases = self.databases(source)
+            if not databases:
+                # Nothing to replicate (the account's users travel at the freeze): no connection, no turn taken.
+                return {"method": "live", "databases": {}}
             reasons = self.live_problems(source, destination, databases)
             if reasons:
                 return {"method": "dump", "live_problems": reasons}
@@ -385,6 +396,7 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
 
     def _start(self, position: tuple[str, int], databases: list[str], source: Any, destination: Any) -> None:
         name, user = connection_name(self.account), replication_user(self.account)
+        patterns = replication_filter(databases)  # before anything is created: a refusal leaves nothing behind
         password = secrets.token_urlsafe(24)
         # Where the source sees this host from: the destination server connects from here too.
         (address,) = _query(source, "SELECT SUBSTRING_INDEX(USER(), '@', -1)")[0]
@@ -400,7 +412,6 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         )
         _query(destination, "SET @@default_master_connection = %s", (name,))
         try:
-            patterns = ",".join(_wild_pattern(database) for database in databases)
             _query(destination, "SET GLOBAL replicate_wild_do_table = %s", (patterns,))
         finally:
             _query(destination, "SET @@default_master_connection = ''")

@@ -4,10 +4,11 @@ while a writer inserts, updates and deletes as alice (also in audit_log, a table
 up and re-hashes only what the binary logs say changed since the live verification, and a row changed on transit
 outside the replication fails the move. Every acknowledged write is on transit, both sides match by the test's own
 hashes, the auto-increment goes on without collision, and no replication connection or replication user is left.
-The rollback runs from transit with its binary log turned off again: it falls back to the dump method, says why,
-and brings a row written on transit home. Two accounts moved at once take turns on the one replication connection
-MariaDB allows per source server, and both go live. A move killed once its replication runs leaves nothing behind once
-re-run."""
+An account without MariaDB databases starts no replication connection (an empty filter would replay the whole
+server) and its users travel at the freeze. The rollback runs from transit with its binary log turned off again: it
+falls back to the dump method, says why, and brings a row written on transit home. Two accounts moved at once take
+turns on the one replication connection MariaDB allows per source server, and both go live. A move killed once its
+replication runs leaves nothing behind once re-run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ import yaml
 from conftest import LAB, REPO, run
 from lab_state import JOURNAL, in_host, mariadb_rows, playbook, start_playbook
 from live_servers import AccountWriter, at_home, nothing_left, replication_left, set_binlog
+
+from ansible_collections.hosting.migration.plugins.module_utils import dbcopy
+from ansible_collections.hosting.migration.plugins.module_utils import mariadb as mariadb_lib
 
 pytestmark = pytest.mark.lab
 
@@ -93,6 +97,41 @@ def test_alice_moves_live_with_writes_running_and_nothing_is_left(binlog_client,
     with mariadb("transit", user="alice", password=ALICE["alice"], database="alice_shop").cursor() as cursor:
         cursor.execute("INSERT INTO orders (product_id, qty, note) VALUES (1, 1, 'after')")
         assert cursor.lastrowid > max(writer.acknowledged), "the auto-increment restarted below the copied rows"
+    assert nothing_left(left := replication_left(binlog_client, admin)), left
+
+
+def test_an_account_without_mariadb_databases_replicates_nothing_and_its_users_travel_at_the_freeze(
+    binlog_client, admin, mariadb, tmp_path
+):
+    # bob has PostgreSQL databases only. A MariaDB connection for him would carry an empty filter, which replays the
+    # whole client server into transit: other accounts' rows, and their moves' ACCOUNT LOCKs after those moves
+    # unlocked their users on transit (a user of another account found locked after concurrent moves).
+    client = mariadb("client")
+    with client.cursor() as cursor:
+        cursor.execute("CREATE USER 'bob_reports'@'%' IDENTIFIED BY 'r3ports pw'")
+        cursor.execute("SELECT authentication_string FROM mysql.user WHERE User = 'bob_reports'")
+        (hashed,) = cursor.fetchone()
+    source, destination = (
+        mariadb_lib.endpoint(binlog_client.hosts[host].ipv4, *admin) for host in ("client", "transit")
+    )
+    copier = dbcopy.database_copy("mariadb", "live", source, destination, "bob", tmpdir=str(tmp_path))
+    try:
+        started = copier.precopy(lambda phase, **counters: None)
+        with mariadb("transit").cursor() as cursor:
+            cursor.execute("SHOW ALL SLAVES STATUS")
+            assert cursor.fetchall() == (), "a replication connection for an account without MariaDB databases"
+        copied = copier.copy(lambda phase, **counters: None)
+    finally:
+        copier.cleanup()
+    assert started == {"method": "live", "databases": {}}
+    assert copied["databases"] == {} and copied["users"] == ["bob_reports@%"], copied
+    transit = mariadb("transit")
+    with transit.cursor() as cursor:
+        cursor.execute("SELECT authentication_string FROM mysql.user WHERE User = 'bob_reports'")
+        assert cursor.fetchall() == ((hashed,),)
+    for conn in (client, transit):
+        with conn.cursor() as cursor:
+            cursor.execute("DROP USER 'bob_reports'@'%'")
     assert nothing_left(left := replication_left(binlog_client, admin)), left
 
 

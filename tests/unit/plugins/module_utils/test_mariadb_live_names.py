@@ -7,10 +7,12 @@ import re
 
 import pytest
 
+from ansible_collections.hosting.migration.plugins.module_utils.dbcopy import CopyError
 from ansible_collections.hosting.migration.plugins.module_utils.mariadb_live import (
     _wild_pattern,
     connection_name,
     native_password_hash,
+    replication_filter,
     replication_user,
 )
 
@@ -27,6 +29,13 @@ def test_the_source_gets_the_password_s_native_hash_not_the_password():
 )
 def test_wild_patterns_match_the_database_only(database, pattern):
     assert _wild_pattern(database) == pattern
+
+
+def test_the_filter_names_each_database_and_is_never_empty():
+    assert replication_filter(["alice_shop", "alice_b"]) == "alice\\_shop.%,alice\\_b.%"
+    # An empty replicate_wild_do_table replicates the whole server: refused, not set.
+    with pytest.raises(CopyError, match="whole server"):
+        replication_filter([])
 
 
 def test_names_fit_mariadb_limits():
