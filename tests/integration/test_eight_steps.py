@@ -2,7 +2,8 @@
 of awx/controller_objects.yml through ansible-runner, secrets injected by the credential types, in the workflow's
 order, no secret in any artifact): between every two steps each seeded domain answers through the client server's
 public IPv4 and IPv6 with its own page; each step's check job first changes nothing;
-step 6 refuses while accounts are on the client; at the end every file, mail and row is the seeded data plus what
+step 6 refuses while accounts are on the client; steps 4 and 7 both compare every database while its account runs
+(no table hashed whole in a freeze); at the end every file, mail and row is the seeded data plus what
 the test wrote on the way, bob's MX is 10/20, addresses and provider DNS records are back, and the bill is right.
 
 One test function on purpose: the steps are one migration, and a failure names the step it happened in."""
@@ -122,6 +123,18 @@ def as_awx_job(argv):
     return argv[1], answers
 
 
+def assert_verified_while_live():
+    """Both ways, every database was compared while its account ran: no table hashed whole in a freeze (step 6
+    prepares the reinstalled client's database servers for it as step 3 prepared both servers)."""
+    for account in ACCOUNTS:
+        for step in ("step4", "step7"):
+            record = json.loads(
+                in_host("transit", f"cat /var/lib/hosting-migration/results/{account}.{step}.json").stdout
+            )
+            hashed = {database: copied.get("hashed_in_freeze") for database, copied in record["databases"].items()}
+            assert hashed and not any(hashed.values()), f"{account} {step}: tables hashed in the freeze: {hashed}"
+
+
 def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgresql, tmp_path):
     run([LAB, "reset"])
     # Each step runs as AWX runs it (issue 6): its job template through ansible-runner, the secrets injected by
@@ -160,6 +173,8 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
             assert (carol[0]["version"], carol[0]["replacement"]) == ("5.6", "8.1")
         if name.startswith("step 5:"):
             write_on_transit(mariadb)
+        if name.startswith("step 7"):
+            assert_verified_while_live()
     # The demo's order is the AWX workflow's, the customers' fixes where its approval node waits.
     demo_order = [t for i, t in enumerate(launched) if t != "approval" or launched[i - 1] != "approval"]
     assert demo_order == awx_job.workflow_chain()
