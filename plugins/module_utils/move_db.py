@@ -18,6 +18,11 @@ class EngineError(RuntimeError):
     """A database step failed; the message names the engine and the server."""
 
 
+def user_names(changes: dict) -> list[str]:
+    """The users of a freeze or unfreeze record as names a person reads: `user@host` (MariaDB), role (PostgreSQL)."""
+    return [f"{u['user']}@{u['host']}" if isinstance(u, dict) else u for u in changes.get("users", [])]
+
+
 class DatabaseSide:
     def __init__(self, module, params: dict, account: str) -> None:
         self.module = module
@@ -162,14 +167,18 @@ class DatabaseSide:
     def thaw_source(self, frozen: dict) -> None:
         self._unfreeze("source", frozen)
 
-    def unfreeze_destination(self, frozen: dict) -> None:
-        """The users arrive as the source had them during the freeze (locked): give them their real state."""
-        self._unfreeze("destination", frozen)
+    def unfreeze_destination(self, frozen: dict) -> dict[str, list[str]]:
+        """The users arrive as the source had them during the freeze (locked): give them their real state. Returns
+        the users given back their logins here, per engine."""
+        return self._unfreeze("destination", frozen)
 
-    def _unfreeze(self, side: str, frozen: dict) -> None:
+    def _unfreeze(self, side: str, frozen: dict) -> dict[str, list[str]]:
+        unfrozen = {}
         for engine, changes in frozen.items():
             if engine in self.engines and changes:
-                self._lib(engine).unfreeze_users(self.connection(engine, side), changes)
+                done = self._lib(engine).unfreeze_users(self.connection(engine, side), changes)
+                unfrozen[engine] = user_names(done)
+        return unfrozen
 
     def reconnect(self) -> None:
         """A forked guardian must not share the move's sockets."""

@@ -281,6 +281,14 @@ db_precopy:
   returned: when the move ran its pre-copy
   type: dict
   sample: {postgresql: {method: dump, live_problems: ["wal_level on the source is replica, not logical"]}}
+db_users:
+  description:
+    - Per engine, the account's database users the freeze locked on the source (C(frozen); users already locked
+      before it stay locked and are not listed) and those given back their logins here (C(unfrozen)). MariaDB users
+      as C(user@host), PostgreSQL roles by name.
+  returned: when the move froze the account
+  type: dict
+  sample: {frozen: {mariadb: ["alice@%"], postgresql: []}, unfrozen: {mariadb: ["alice@%"]}}
 plan:
   description: In check mode, what would be copied and the estimated downtime.
   returned: check mode
@@ -305,7 +313,7 @@ from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, f
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name, validate_domain
 from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost, RemoteHost, run_checked
 from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
-from ansible_collections.hosting.migration.plugins.module_utils.move_db import DatabaseSide, EngineError
+from ansible_collections.hosting.migration.plugins.module_utils.move_db import DatabaseSide, EngineError, user_names
 from ansible_collections.hosting.migration.plugins.module_utils.move_files import FileSide
 from ansible_collections.hosting.migration.plugins.module_utils.ssh import SshError, SshTarget
 
@@ -580,7 +588,9 @@ class AccountMove:
             self.guardian = None
         self.result["downtime_s"] = round(time.monotonic() - frozen_at, 3)
         with self.phase("unfreeze"):
-            self.databases.unfreeze_destination(self.record.get("db_freeze", {}))
+            self.result.setdefault("db_users", {})["unfrozen"] = self.databases.unfreeze_destination(
+                self.record.get("db_freeze", {})
+            )
             manifest = self.record.get("left_manifest", {})
             manifest["tables"] = self.databases.departure_checksums(manifest.get("tables", {}))
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
@@ -663,6 +673,9 @@ class AccountMove:
         previous = self.record.get("db_freeze") if self.interrupted else None
         self.record["db_freeze"] = self.databases.freeze_source(entry, previous)
         self.save()
+        self.result["db_users"] = {
+            "frozen": {engine: user_names(changes) for engine, changes in self.record["db_freeze"].items()}
+        }
         # Held before the sessions end: a delivery already past the hold check runs as the account and dies with
         # them, unacknowledged (its MTA retries), so no message lands here after the final delta.
         if freeze.hold_mail(self.remote, self.paths["mail_hold_dir"], self.account):

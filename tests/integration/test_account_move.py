@@ -92,6 +92,10 @@ def test_move_alice_to_transit(transit, mariadb):
     with mariadb("transit", user="alice", password=users["alice"], database="alice_shop").cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM products")
         assert cur.fetchone()[0] == 400
+    # The move's result names the DB users its freeze locked on client and those it gave back their logins here.
+    record = json.loads(in_host("transit", "cat /var/lib/hosting-migration/results/alice.step4.json").stdout)
+    names = sorted(f"{name}@%" for name in users)
+    assert record["db_users"]["frozen"]["mariadb"] == names == record["db_users"]["unfrozen"]["mariadb"], record
     state = journal_state("transit", "alice")
     assert state["location"] == "transit" and state["status"] == "done"
     assert journal_state("client", "alice")["location"] == "transit"
