@@ -31,6 +31,11 @@ class LivePlan:
             plan["estimated_seconds"] = self.CATCH_UP_SECONDS
         return plan
 
+    def drop_account_replication(self, databases: list[str]) -> None:
+        """Remove whatever replication the method set up for the account's databases; idempotent."""
+        for database in databases:
+            self.drop_replication(database)
+
 
 def compare_rounds(
     keys: dict[str, Any],

@@ -270,12 +270,14 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         with self.connected("source") as source, self.connected("destination") as destination:
             databases = self.databases(source)
             if not databases:
-                # Nothing to replicate (the account's users travel at the freeze): no connection, no turn taken.
+                # Nothing to replicate (the account's users travel at the freeze): no connection, no turn taken;
+                # one an earlier attempt left (its databases dropped since) goes.
+                self.drop_replication()
                 return {"method": "live", "databases": {}}
             reasons = self.live_problems(source, destination, databases)
             if reasons:
                 return {"method": "dump", "live_problems": reasons}
-            if self._replicating(destination) is None:
+            if self._replicating(destination, databases) is None:
                 return {"method": "live", "databases": dict.fromkeys(databases, "resumed")}
             self.drop_replication()
             waited = self._wait_for_turn(destination)
@@ -308,14 +310,21 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
                     raise CopyError(f"mariadb: starting the replication failed: {error}") from error
         return {"method": "live", "databases": dict.fromkeys(databases, "started")}
 
-    def _replicating(self, destination: Any) -> str | None:
-        """Why the account's connection cannot simply go on (None: it runs, a re-run keeps it)."""
-        status = _status(destination, connection_name(self.account))
+    def _replicating(self, destination: Any, databases: list[str]) -> str | None:
+        """Why the account's connection cannot simply go on (None: it runs, filtered to exactly `databases`, and a
+        re-run keeps it)."""
+        name = connection_name(self.account)
+        status = _status(destination, name)
         if status is None:
             return NOT_STARTED
         if status.get("Slave_SQL_Running") != "Yes":
             error = status.get("Last_SQL_Error") or status.get("Last_IO_Error") or "stopped"
-            return f"the replication connection {connection_name(self.account)} is not running: {error}"
+            return f"the replication connection {name} is not running: {error}"
+        # A filter set with SET GLOBAL does not survive a restart of the destination server (the connection then
+        # replicates the whole source), and the account's databases may have changed since the connection started.
+        found = set(filter(None, (status.get("Replicate_Wild_Do_Table") or "").split(",")))
+        if not databases or found != set(replication_filter(databases).split(",")):
+            return f"the replication connection {name} is not filtered to the account's databases"
         return None
 
     def _load_snapshot(self, databases: list[str], source: Any, progress: Progress) -> tuple[str, int]:
@@ -458,7 +467,9 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
 
     def _not_live(self, source: Any, destination: Any, databases: list[str]) -> str | None:
         """Why the databases cannot finish by catch-up (None: they can)."""
-        reason = self._replicating(destination)
+        if not databases:
+            return "no MariaDB database to replicate"
+        reason = self._replicating(destination, databases)
         if reason == NOT_STARTED:
             return "; ".join(self.live_problems(source, destination, databases)) or reason
         if reason is not None:
@@ -611,6 +622,10 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         return done.stdout.decode("utf-8", errors="replace").splitlines()
 
     # ---- what is left behind: nothing ------------------------------------------------------------------------------
+
+    def drop_account_replication(self, databases: list[str]) -> None:
+        # One connection serves all the account's databases: removed even when the account has none left.
+        self.drop_replication()
 
     def drop_replication(self, database: str | None = None) -> None:
         """Stop and remove the account's replication connection and its user on the source; idempotent. One

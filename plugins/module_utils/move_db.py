@@ -23,6 +23,16 @@ def user_names(changes: dict) -> list[str]:
     return [f"{u['user']}@{u['host']}" if isinstance(u, dict) else u for u in changes.get("users", [])]
 
 
+def merge_freeze(previous: dict | None, changes: dict) -> dict:
+    """A re-run after a crash finds the first attempt's users already locked (freeze_users leaves them out): keep
+    the first record of what was locked, plus any user this run locked for the first time (created or unlocked in
+    between), so the unfreeze and a thaw give every one of them back its login."""
+    if not previous:
+        return changes
+    known = previous.get("users", [])
+    return {**previous, "users": known + [user for user in changes.get("users", []) if user not in known]}
+
+
 class DatabaseSide:
     def __init__(self, module, params: dict, account: str) -> None:
         self.module = module
@@ -150,8 +160,7 @@ class DatabaseSide:
                 continue  # nothing to remove, and no reason to reach a server that may be the failure's cause
             copier = self.copier(name)
             try:
-                for database in self.databases(name):
-                    copier.drop_replication(database)
+                copier.drop_account_replication(self.databases(name))
             finally:
                 copier.cleanup()
 
@@ -160,8 +169,7 @@ class DatabaseSide:
         frozen = dict(previous or {})
         for engine in self.engines:
             changes = self._lib(engine).freeze_users(self.connection(engine, "source"), self.account)
-            # A re-run after a crash finds the users already locked: keep the first record of their real state.
-            frozen.setdefault(engine, changes)
+            frozen[engine] = merge_freeze(frozen.get(engine), changes)
         return frozen
 
     def thaw_source(self, frozen: dict) -> None:

@@ -288,7 +288,7 @@ db_users:
       as C(user@host), PostgreSQL roles by name.
   returned: when the move froze the account
   type: dict
-  sample: {frozen: {mariadb: ["alice@%"], postgresql: []}, unfrozen: {mariadb: ["alice@%"]}}
+  sample: {frozen: {mariadb: ["alice@%"], postgresql: []}, unfrozen: {mariadb: ["alice@%"], postgresql: []}}
 plan:
   description: In check mode, what would be copied and the estimated downtime.
   returned: check mode

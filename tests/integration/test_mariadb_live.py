@@ -5,7 +5,7 @@ up and re-hashes only what the binary logs say changed since the live verificati
 outside the replication fails the move. Every acknowledged write is on transit, both sides match by the test's own
 hashes, the auto-increment goes on without collision, and no replication connection or replication user is left.
 An account without MariaDB databases starts no replication connection (an empty filter would replay the whole
-server) and its users travel at the freeze. The rollback runs from transit with its binary log turned off again: it
+server), removes one an older attempt left, and its users travel at the freeze. The rollback runs from transit with its binary log turned off again: it
 falls back to the dump method, says why, and brings a row written on transit home. Two accounts moved at once take
 turns on the one replication connection MariaDB allows per source server, and both go live. A move killed once its
 replication runs leaves nothing behind once re-run."""
@@ -114,6 +114,12 @@ def test_an_account_without_mariadb_databases_replicates_nothing_and_its_users_t
     source, destination = (
         mariadb_lib.endpoint(binlog_client.hosts[host].ipv4, *admin) for host in ("client", "transit")
     )
+    with mariadb("transit").cursor() as cursor:
+        # What an attempt of the old code could leave behind: bob's connection, with no filter.
+        cursor.execute(
+            "CHANGE MASTER 'hm_bob' TO MASTER_HOST = %s, MASTER_USER = 'hm_repl_bob', MASTER_PASSWORD = 'gone'",
+            (binlog_client.hosts["client"].ipv4,),
+        )
     copier = dbcopy.database_copy("mariadb", "live", source, destination, "bob", tmpdir=str(tmp_path))
     try:
         started = copier.precopy(lambda phase, **counters: None)
