@@ -5,10 +5,10 @@ up and re-hashes only what the binary logs say changed since the live verificati
 outside the replication fails the move. Every acknowledged write is on transit, both sides match by the test's own
 hashes, the auto-increment goes on without collision, and no replication connection or replication user is left.
 An account without MariaDB databases starts no replication connection (an empty filter would replay the whole
-server), removes one an older attempt left, and its users travel at the freeze. The rollback runs from transit with its binary log turned off again: it
-falls back to the dump method, says why, and brings a row written on transit home. Two accounts moved at once take
-turns on the one replication connection MariaDB allows per source server, and both go live. A move killed once its
-replication runs leaves nothing behind once re-run."""
+server), removes one an older attempt left, and its users travel at the freeze. The rollback runs from transit with
+its binary log turned off again: it falls back to the dump method, says why, and brings a row written on transit
+home. Two accounts moved at once take turns on the one replication connection MariaDB allows per source server, and
+both go live. A move killed once its replication runs leaves nothing behind once re-run."""
 
 from __future__ import annotations
 
