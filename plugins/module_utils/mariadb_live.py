@@ -323,7 +323,7 @@ class MariaDBLiveCopy(LivePlan, MariaDBDumpCopy):
         # A filter set with SET GLOBAL does not survive a restart of the destination server (the connection then
         # replicates the whole source), and the account's databases may have changed since the connection started.
         found = set(filter(None, (status.get("Replicate_Wild_Do_Table") or "").split(",")))
-        if not databases or found != set(replication_filter(databases).split(",")):
+        if not databases or found != {_wild_pattern(database) for database in databases}:
             return f"the replication connection {name} is not filtered to the account's databases"
         return None
 
