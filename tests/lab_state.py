@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,37 @@ def postgresql_rows(postgresql, host, database):
     return digest
 
 
+# Every crontab a host holds, installed or set aside by a freeze: owner, mode and content.
+CRONTABS = (
+    'for f in /var/spool/cron/crontabs/* /var/lib/hosting-migration/held/*; do [ -f "$f" ] || continue; '
+    'printf \'%s \' "$f"; stat -c \'%a %U %G\' "$f"; sha256sum < "$f"; done'
+)
+
+
+def unix_snapshot(host, account):
+    """The account's Unix user (passwd and shadow entries, every group) and its installed crontab on a host."""
+    script = f"""
+getent passwd {account}; getent shadow {account}; id -Gn {account} | tr ' ' '\\n' | sort | paste -sd ' '
+f=/var/spool/cron/crontabs/{account}
+if [ -e "$f" ]; then stat -c '%a %U %G' "$f"; cat "$f"; else echo "no crontab"; fi
+"""
+    return in_host(host, script).stdout
+
+
+def ssh_password_login(address, account, password):
+    """An SSH login as the account with its Unix password (as an SFTP client logs in); True if it got a shell
+    that knows who it is. The password goes to sshpass in a file, never on a command line."""
+    with tempfile.NamedTemporaryFile("w", prefix="hm-login-") as secret:
+        secret.write(password)
+        secret.flush()
+        options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                   "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+                   "-o", "ConnectTimeout=5"]  # fmt: skip
+        proc = subprocess.run(["sshpass", "-f", secret.name, "ssh", *options, f"{account}@{address}", "id -un"],
+                              capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    return proc.returncode == 0 and proc.stdout.strip() == account
+
+
 def http(host_header, path="/", address="198.51.100.10"):
     request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host_header})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -105,12 +137,13 @@ def state_snapshot(lab, mariadb, postgresql):
             "find /home /var/mail /etc/hosting /etc/nginx/hosting -printf '%p %s %T@ %m\\n' | sort",
         )
         scripts[host, "maps"] = (host, "cat /etc/nginx/hosting/*.map")
-        scripts[host, "users"] = (host, "getent passwd | sort")
+        scripts[host, "users"] = (host, "getent passwd | sort; getent shadow | sort; getent group | sort")
+        scripts[host, "crontabs"] = (host, f"{CRONTABS}; true")
         scripts[host, "journal"] = (host, f"find {JOURNAL} -type f 2>/dev/null | sort; true")
     outputs = in_hosts(scripts)
     snap = {}
     for host in ("client", "transit"):
-        snap[host] = {name: outputs[host, name] for name in ("files", "maps", "users", "journal")}
+        snap[host] = {name: outputs[host, name] for name in ("files", "maps", "users", "crontabs", "journal")}
         with mariadb(host).cursor() as cur:
             cur.execute("SELECT schema_name FROM information_schema.schemata ORDER BY 1")
             snap[host]["mariadb"] = cur.fetchall()

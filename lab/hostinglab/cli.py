@@ -20,6 +20,7 @@ PACKAGES = [
     "mariadb-server", "mariadb-client", "postgresql", "postgresql-client", "bind9", "bind9-dnsutils",
     "bind9-utils", "nginx-light", "openssh-server", "openssh-client", "rsync", "nftables", "iproute2", "acl",
     "attr", "util-linux", "procps", "python3-yaml", "python3-pymysql", "python3-psycopg2", "python3-dnspython",
+    "cron", "sshpass",
 ]  # fmt: skip
 SERVICE_PORTS = {"mariadb": 3306, "postgresql": 5432, "nginx": 80, "bind": 53}
 STATE_FILE = STATE_DIR / "lab.json"

@@ -40,15 +40,37 @@ def install_runtime(root: Path, language: str, version: str) -> None:
     write(root / "lib" / "VERSION", f"{version}\n", 0, 0)
 
 
+def create_groups(groups: dict[str, int]) -> None:
+    for name, gid in groups.items():
+        if subprocess.run(["getent", "group", name], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["groupadd", "-g", str(gid), name], check=True)
+
+
 def create_user(account: dict) -> None:
+    """The account's user as the provider's panel made it: shell, supplementary groups, password, aging."""
     name, uid = account["name"], account["uid"]
+    unix = account.get("unix", {})
     subprocess.run(["groupadd", "-g", str(uid), name], check=True)
-    subprocess.run(
-        ["useradd", "-u", str(uid), "-g", str(uid), "-d", f"/home/{name}", "-m", "-s", "/bin/bash", name],
-        check=True,
-    )
+    argv = ["useradd", "-u", str(uid), "-g", str(uid), "-d", f"/home/{name}", "-m"]
+    argv += ["-s", unix.get("shell", "/bin/bash"), "-G", ",".join(unix.get("groups", [])), name]
+    subprocess.run(argv, check=True)
+    if "password" in unix:
+        subprocess.run(["chpasswd"], input=f"{name}:{unix['password']}\n", text=True, check=True)
+    aging = [arg for key, option in (("max_days", "-M"), ("warn_days", "-W")) if key in unix
+             for arg in (option, str(unix[key]))]  # fmt: skip
+    if aging:
+        subprocess.run(["chage", *aging, name], check=True)
     # nginx (www-data) traverses homes to reach document roots.
     os.chmod(f"/home/{name}", 0o711)
+
+
+def install_crontab(account: dict) -> None:
+    """As `crontab -u NAME` leaves it: the spool file owned by the user and the crontab group, 0600."""
+    if "crontab" in account:
+        import grp
+
+        path = Path("/var/spool/cron/crontabs") / account["name"]
+        write(path, account["crontab"], account["uid"], grp.getgrnam("crontab").gr_gid, 0o600)
 
 
 def seed_files(account: dict) -> None:
@@ -162,8 +184,10 @@ def main() -> None:
     Path("/etc/hosting/server.yml").write_text(dump_yaml(plan["profile"]), encoding="utf-8")
     Path("/var/lib/hosting-migration").mkdir(parents=True, exist_ok=True)
     docroots = []
+    create_groups(plan.get("unix_groups", {}))
     for account in plan["accounts"]:
         create_user(account)
+        install_crontab(account)
         seed_files(account)
         seed_mail(account, plan["profile"]["hostname"])
         (registry / f"{account['name']}.yml").write_text(dump_yaml(registry_entry(account)), encoding="utf-8")

@@ -51,6 +51,7 @@ def install_contract(lab: Lab, host: Host, seeded: list[dict] | None, architectu
             "ips": {"ipv4": host.public_ipv4, "ipv6": host.public_ipv6},
         }
         plan["accounts"] = seeded
+        plan["unix_groups"] = lab.seed.get("unix_groups", {})
     # Passed as source, not as a path: the repository may sit where the host has a private mount (e.g. /tmp).
     run_in(host.name, ["python3", "-c", INHOST_SCRIPT.read_text()], input=json.dumps(plan))
 

@@ -72,13 +72,14 @@ def psql(host: str, script: str, database: str = "postgres") -> str:
 
 
 def start_sshd(host: Host) -> None:
+    """root by the controller's key only; the accounts' users by password too, as on a hosting server (SFTP)."""
     public_key = CONTROLLER_KEY.with_suffix(".pub").read_text().strip()
     sh_in(
         host.name,
         f"""
 rm -f /etc/ssh/ssh_host_*
 ssh-keygen -A -q
-printf '%s\\n' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' \
+printf '%s\\n' 'PasswordAuthentication yes' 'KbdInteractiveAuthentication no' \
     'PermitRootLogin prohibit-password' > /etc/ssh/sshd_config.d/hosting-lab.conf
 install -d -m 0700 /root/.ssh
 printf '%s\\n' '{public_key}' > /root/.ssh/authorized_keys

@@ -1,6 +1,6 @@
 # Copyright: hosting.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The files half of an account move: the account's Unix user, its home and its Maildirs, pulled from the
+"""The files half of an account move: the account's home and its Maildirs, pulled from the
 source with rsync over SSH, verified by content hash and metadata, and their state recorded for a rollback."""
 
 from __future__ import annotations
@@ -61,25 +61,6 @@ class FileSide:
                 f"not enough disk space for {self.account}: {needed // 1048576} MB needed (files, mail, databases "
                 f"+10 %), {free // 1048576} MB free under {self.home_root}"
             )
-
-    def ensure_user(self, entry: dict) -> bool:
-        """The account's user and group with the source's uid and gid (files keep their numeric owners); True if
-        either had to be created."""
-        name, uid, gid = self.account, entry["uid"], entry["gid"]
-        for database, number in (("passwd", uid), ("group", gid)):
-            found = subprocess.run(["getent", database, str(number)], capture_output=True, text=True, check=False)
-            holder = found.stdout.split(":", 1)[0]
-            if found.returncode == 0 and holder != name:
-                raise RuntimeError(f"{database} id {number} of {name} already belongs to {holder!r} on this server")
-        created = False
-        if subprocess.run(["getent", "group", name], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["groupadd", "-g", str(gid), name], check=True, capture_output=True)
-            created = True
-        if subprocess.run(["getent", "passwd", name], capture_output=True, check=False).returncode != 0:
-            argv = ["useradd", "-u", str(uid), "-g", str(gid), "-d", self.trees[0], "-M", "-s", "/bin/bash", name]
-            subprocess.run(argv, check=True, capture_output=True)
-            created = True
-        return created
 
     def pull(self, progress: Callable[..., None]) -> int:
         """Bring every tree up to date with the source; bytes of file data sent."""

@@ -14,8 +14,15 @@ description:
   - Files and Maildirs travel with rsync over SSH (C(-aHAX --numeric-ids)); MariaDB and PostgreSQL databases
     C(<account>_*) with their users, password hashes and grants are streamed from server to server, and the
     account's registry file follows.
-  - Before the switch every file (content hash, mode, owner, ACLs, xattrs, hard links) and every table (row count
-    and an order-independent content hash computed on both servers) is compared. Any difference fails the move
+  - The account's Unix user travels whole - uid, gid, home, shell, GECOS, password hash and every shadow aging
+    field (the hash on C(chpasswd -e)'s standard input, never on a command line), supplementary groups (created
+    here with the source's gid where missing) - and so does its crontab (content, mode, owner). The user is
+    created at the pre-copy with its logins held; the final delta copies it again, with the crontab and the login
+    hold's saved expiry date, beside the source's held copies; the unfreeze installs the crontab and gives the
+    user its expiry back. The side the account leaves keeps its crontab aside for a rollback.
+  - Before the switch every file (content hash, mode, owner, ACLs, xattrs, hard links), every table (row count
+    and an order-independent content hash computed on both servers), the Unix user (passwd, shadow and groups)
+    and the crontab are compared. Any difference fails the move
     before the switch and thaws the source, so the account stays served by it.
   - The freeze puts the account's domains on the maintenance page, takes write access from its database users,
     holds its mail delivery and crontab, expires its system user (no new ssh, sftp, su or cron login) and ends its
@@ -143,7 +150,9 @@ options:
         type: path
         default: /etc/nginx/hosting
       cron_dir:
-        description: Per-user crontabs, held during the freeze.
+        description:
+          - Per-user crontabs (file named after the account). The freeze moves the account's aside into the
+            journal's C(held/) directory; the unfreeze of the destination installs the copy carried there.
         type: path
         default: /var/spool/cron/crontabs
       mail_hold_dir:
@@ -309,7 +318,7 @@ from contextlib import ExitStack, contextmanager
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, freeze, webfront
+from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, freeze, unix_account, webfront
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name, validate_domain
 from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost, RemoteHost, run_checked
 from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
@@ -549,7 +558,7 @@ class AccountMove:
         with self.phase("precheck"):
             self.precheck(entry, state)
         with self.phase("precopy"):
-            created_user = self.files.ensure_user(entry)
+            created_user = self.copy_unix_user(entry)
             self.result["bytes"]["precopy"] = self.files.pull(self.progress)
             # A refresh only (steps 3 and 6) starts no replication: a slot kept open for days would hold the
             # source's WAL. The move itself starts it, minutes before its freeze.
@@ -569,6 +578,8 @@ class AccountMove:
             with self.phase("final_delta"):
                 self.result["bytes"]["files"] = self.files.pull(self.progress)
                 self.local.write_text(self.registry_path(), entry_text, 0o644)
+                self.copy_unix_user(entry)
+                self.copy_held_state()
             with self.phase("databases"):
                 copied = self.databases.copy(entry, self.progress)
                 self.result["databases"] = copied
@@ -604,7 +615,6 @@ class AccountMove:
             status="done",
             downtime_s=self.result["downtime_s"],
             db_freeze={},
-            cron_held=False,
             mail_held=False,
             web_freeze={},
         )
@@ -620,6 +630,67 @@ class AccountMove:
 
     def held_dir(self) -> str:
         return f"{self.paths['journal_dir']}/held"
+
+    def held_crontab(self) -> str:
+        """Where the freeze keeps the account's crontab aside (freeze.hold_cron), on either side."""
+        return f"{self.held_dir()}/{self.account}"
+
+    def held_expiry(self) -> str:
+        """Where the login hold keeps the user's own expiry date (freeze.hold_logins), on either side."""
+        return f"{self.held_dir()}/{self.account}.expiry"
+
+    def copy_unix_user(self, entry: dict) -> bool:
+        """The source's user (passwd, shadow, supplementary groups) here, its logins held until the unfreeze
+        gives it the expiry the source's hold kept; True if anything changed."""
+        identity = unix_account.read_identity(self.remote, self.account)
+        if identity is None:
+            raise MoveFailed(f"account {self.account} has no Unix user on the source {self.source_name}")
+        if (identity.uid, identity.gid) != (entry["uid"], entry["gid"]):
+            raise MoveFailed(
+                f"the Unix user {self.account} on the source has uid:gid {identity.uid}:{identity.gid}, "
+                f"its registry says {entry['uid']}:{entry['gid']}"
+            )
+        if not os.path.exists(identity.shell):
+            raise MoveFailed(
+                f"the login shell {identity.shell} of {self.account} is not installed on {self.destination_name}"
+            )
+        return unix_account.apply_identity(self.local, self.account, identity, held=True)
+
+    def copy_held_state(self) -> None:
+        """What the freeze set aside on the source, copied aside here: the crontab (installed at the unfreeze) and
+        the user's own expiry date (given back at the unfreeze). The source keeps both for a rollback."""
+        crontab = unix_account.read_crontab(self.remote, self.held_crontab())
+        unix_account.install_crontab(self.local, self.held_crontab(), crontab)
+        expiry = self.remote.read_text(self.held_expiry())
+        if expiry is None:
+            run_checked(self.local, ["rm", "-f", "--", self.held_expiry()])
+        else:
+            self.local.write_text(self.held_expiry(), expiry, 0o600)
+
+    def unix_differences(self) -> list[str]:
+        """The Unix user and the held crontab and expiry, source against here (both frozen now)."""
+        found = []
+        source = unix_account.read_identity(self.remote, self.account)
+        here = unix_account.read_identity(self.local, self.account)
+        if source is None or here is None:
+            found.append(f"unix user {self.account}: missing on the {'source' if source is None else 'destination'}")
+        else:
+            found += [f"unix user {self.account}: {diff}" for diff in source.differences(here)]
+        path = self.held_crontab()
+        if unix_account.read_crontab(self.remote, path) != unix_account.read_crontab(self.local, path):
+            found.append(f"crontab of {self.account} ({path}): content, mode or owner differs")
+        if self.remote.read_text(self.held_expiry()) != self.local.read_text(self.held_expiry()):
+            found.append(f"held expiry date of {self.account} ({self.held_expiry()}) differs")
+        return found
+
+    def unix_fingerprints(self, host) -> dict[str, str | None]:
+        """The user and the held crontab as a side leaves them: what a rollback checks for changes."""
+        identity = unix_account.read_identity(host, self.account)
+        crontab = unix_account.read_crontab(host, self.held_crontab())
+        return {
+            "unix_user": identity.digest() if identity else None,
+            "crontab": crontab.digest() if crontab else None,
+        }
 
     def precheck(self, entry: dict, state: str) -> None:
         if state == "moved" and self.record.get("location") not in (None, self.source_name):
@@ -650,6 +721,13 @@ class AccountMove:
         if self.record.get("rollback_checked") == checked:
             return
         conflicts = self.files.changed_since(manifest.get("files", {}))
+        if "unix" in manifest:
+            now = self.unix_fingerprints(self.local)
+            conflicts += [
+                f"{what} of {self.account} changed since the switch"
+                for what, value in manifest["unix"].items()
+                if now.get(what) != value
+            ]
         conflicts += self.databases.changed_since(manifest.get("tables", {}))
         if conflicts and not self.module.params["force"]:
             self.result["conflicts"] = conflicts
@@ -684,8 +762,7 @@ class AccountMove:
         # Logins held before the sessions end, so none starts between the kill and the copy.
         freeze.hold_logins(self.remote, self.held_dir(), self.account)
         freeze.end_sessions(self.remote, entry["uid"])
-        if freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account):
-            self.record["cron_held"] = True
+        freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
         self.save()
 
     def guardian_thaw(self, entry: dict, domains: list[str]) -> None:
@@ -704,13 +781,14 @@ class AccountMove:
         web = self.record.get("web_freeze", {})
         freeze.release_web(self.front, self.paths["nginx_map_dir"], {d: web.get(d) for d in domains})
         self.databases.thaw_source(self.record.get("db_freeze", {}))
-        if self.record.get("cron_held"):
-            freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
+        # As with the logins: a serving side keeps no crontab aside from an older move (arrival installs it), so
+        # one held here is this move's, even when a kill came between the hold and its record.
+        freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
         if self.record.get("mail_held"):
             freeze.release_mail(self.remote, self.paths["mail_hold_dir"], self.account)
         # A serving side holds no login hold of an older move (arrival releases it), so any hold here is ours.
         freeze.release_logins(self.remote, self.held_dir(), self.account)
-        self.record.update(status="failed", web_freeze={}, db_freeze={}, cron_held=False, mail_held=False)
+        self.record.update(status="failed", web_freeze={}, db_freeze={}, mail_held=False)
         self.save()
         # The account is served again; a failed move leaves no replication behind (a re-run starts it afresh).
         try:
@@ -721,6 +799,7 @@ class AccountMove:
     def verify(self, entry: dict) -> None:
         self.progress("verify")
         differences = self.files.differences()
+        differences += self.unix_differences()
         differences += self.databases.differences(entry)
         if differences:
             self.result["differences"] = differences[:100]
@@ -731,6 +810,7 @@ class AccountMove:
         # What the source looked like when the account left: a rollback checks nothing changed there since.
         self.record["left_manifest"] = {
             "files": self.files.source_manifest(),
+            "unix": self.unix_fingerprints(self.remote),
             "tables": self.databases.source_checksums,
         }
 

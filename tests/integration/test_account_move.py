@@ -19,14 +19,29 @@ from lab_state import (
     mariadb_rows,
     playbook,
     postgresql_rows,
+    ssh_password_login,
     start_playbook,
     state_snapshot,
     tree_snapshot,
+    unix_snapshot,
 )
 
 pytestmark = pytest.mark.lab
 
 SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text())
+ADDRESS = {"client": "10.77.0.10", "transit": "10.77.0.11"}
+# alice's Unix user and crontab as seeded on the client, before any move (test_move_alice_to_transit fills it).
+SEEDED_UNIX: dict[str, str] = {}
+
+
+def assert_unix_account_served_by(side, account, expected, password):
+    """The user (passwd, shadow, groups) and crontab where the account is served are `expected`; its password
+    logs in over SSH there and not on the other side, whose copy stays held."""
+    other = "transit" if side == "client" else "client"
+    assert unix_snapshot(side, account) == expected
+    assert "crontab" not in in_host(other, f"ls /var/spool/cron/crontabs/{account} 2>/dev/null; true").stdout
+    assert ssh_password_login(ADDRESS[side], account, password), f"{account}: no password login on {side}"
+    assert not ssh_password_login(ADDRESS[other], account, password), f"{account}: logs in on {other} too"
 
 
 def front_map(host):
@@ -75,9 +90,14 @@ def test_check_mode_changes_nothing(transit, mariadb, postgresql):
 
 
 def test_move_alice_to_transit(transit, mariadb):
+    SEEDED_UNIX["alice"] = unix_snapshot("client", "alice")
+    assert "sftpusers webdev" in SEEDED_UNIX["alice"] and "cron.php" in SEEDED_UNIX["alice"]
     result = playbook("step4_migrate.yml", "-e", "account=alice")
     assert "alice: now on transit" in result.stdout
     assert_account_identical("alice", mariadb, None)
+    assert_unix_account_served_by(
+        "transit", "alice", SEEDED_UNIX["alice"], SEED["accounts"]["alice"]["unix"]["password"]
+    )
     assert "alice-shop.test 10.77.0.11:80;" in front_map("client")
     # The client's public IP now serves what transit holds: a file only transit has answers.
     in_host("transit", "echo served-by-transit > /home/alice/www/alice-shop.test/where.txt")
@@ -131,8 +151,16 @@ def test_rollback_brings_home_what_was_written_on_transit(transit, mariadb):
     users = {u["name"]: u["password"] for u in SEED["accounts"]["alice"]["db_users"]}
     with mariadb("transit", user="alice", password=users["alice"], database="alice_shop").cursor() as cur:
         cur.execute("INSERT INTO products (sku, name, price, created_at) VALUES ('SKU-NEW', 'after switch', 1, NOW())")
+    # alice changes her Unix password and her crontab while she lives on transit: both come home too.
+    in_host(
+        "transit",
+        "printf 'alice:alice-New-pw3\\n' | chpasswd && echo '0 4 * * * date' >> /var/spool/cron/crontabs/alice",
+    )
+    on_transit = unix_snapshot("transit", "alice")
+    assert on_transit != SEEDED_UNIX["alice"] and "0 4 * * * date" in on_transit
     result = playbook("rollback.yml", "-e", "account=alice")
     assert "alice: back on client" in result.stdout
+    assert_unix_account_served_by("client", "alice", on_transit, "alice-New-pw3")
     assert in_host("client", "cat /home/alice/files/new-on-transit.txt").stdout == "written-on-transit\n"
     assert "after-switch@transit" in in_host("client", "cat /var/mail/alice/info/new/1800000000.after.transit").stdout
     with mariadb("client", database="alice_shop").cursor() as cur:

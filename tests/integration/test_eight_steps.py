@@ -4,7 +4,9 @@ order, no secret in any artifact): between every two steps each seeded domain an
 public IPv4 and IPv6 with its own page; each step's check job first changes nothing;
 step 6 refuses while accounts are on the client; steps 4 and 7 both compare every database while its account runs
 (no table hashed whole in a freeze); at the end every file, mail and row is the seeded data plus what
-the test wrote on the way, bob's MX is 10/20, addresses and provider DNS records are back, and the bill is right.
+the test wrote on the way, every account's Unix user (passwd, shadow, groups) and crontab are the seeded ones where
+it is served and its password logs in over SSH only there, bob's MX is 10/20, addresses and provider DNS records
+are back, and the bill is right.
 
 One test function on purpose: the steps are one migration, and a failure names the step it happened in."""
 
@@ -27,8 +29,10 @@ from lab_state import (
     mariadb_rows,
     playbook,
     postgresql_rows,
+    ssh_password_login,
     state_snapshot,
     tree_snapshot,
+    unix_snapshot,
 )
 
 pytestmark = pytest.mark.lab
@@ -79,7 +83,7 @@ def without_soa(zones):
 def account_data(host, mariadb, postgresql, lab):
     data = {}
     for name in ACCOUNTS:
-        data[name] = {"tree": set(tree_snapshot(host, name).splitlines())}
+        data[name] = {"tree": set(tree_snapshot(host, name).splitlines()), "unix": unix_snapshot(host, name)}
         for database in lab.seed["accounts"][name]["databases"]:
             rows = mariadb_rows if database["engine"] == "mariadb" else postgresql_rows
             data[name][database["name"]] = rows(mariadb if database["engine"] == "mariadb" else postgresql,
@@ -98,6 +102,16 @@ def write_on_transit(mariadb):
     )
     with mariadb("transit", database="alice_shop").cursor() as cursor:
         cursor.execute("INSERT INTO audit_log (at, message) VALUES ('2026-11-28 12:00:00', 'e2e write on transit')")
+
+
+def assert_password_logins_only_on(lab, side):
+    """Each account with a Unix password logs in over SSH on `side`'s address, and not on the other server's."""
+    other = "transit" if side == "client" else "client"
+    for name, account in lab.seed["accounts"].items():
+        password = account.get("unix", {}).get("password")
+        if password:
+            assert ssh_password_login(lab.hosts[side].ipv4, name, password), f"{name}: no password login on {side}"
+            assert not ssh_password_login(lab.hosts[other].ipv4, name, password), f"{name}: logs in on {other}"
 
 
 def expected_bill(delivered, finished, monthly):
@@ -152,6 +166,7 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
             assert refused.returncode != 0 and "not on transit yet" in refused.stdout, "step 6 must refuse"
         if name.startswith("step 6"):
             transit_view = account_data("transit", mariadb, postgresql, lab)
+            assert_password_logins_only_on(lab, "transit")
         argv = getattr(step, "argv", None)
         if argv:
             template, answers = as_awx_job(argv)
@@ -186,6 +201,7 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
         added = transit_view[account]["tree"] - seeded[account]["tree"]
         assert not removed, f"{account}: lost on transit: {sorted(removed)[:5]}"
         assert all("e2e" in line for line in added), f"{account}: unexpected on transit: {sorted(added)[:5]}"
+        assert transit_view[account]["unix"] == seeded[account]["unix"], f"{account}: Unix user or crontab changed"
     assert transit_view["alice"]["alice_shop"]["audit_log"][0] == seeded["alice"]["alice_shop"]["audit_log"][0] + 1
     for account, databases in seeded.items():
         for database, tables in databases.items():
@@ -196,6 +212,7 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
     # Home again: exactly what transit held, on the reinstalled client, and every database user logs in there
     # with its own password.
     assert account_data("client", mariadb, postgresql, lab) == transit_view
+    assert_password_logins_only_on(lab, "client")
     for account in lab.seed["accounts"].values():
         for user in account["db_users"]:
             connect = mariadb if user["engine"] == "mariadb" else postgresql

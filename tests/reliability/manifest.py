@@ -6,6 +6,8 @@ Objects, each with a key and a value that changes with its content:
   mail:<box>/<id>      a Maildir message by its unique id (flags aside), with its sha256
   table:<db>.<table>   row count and an order-independent hash of the rows
   rrset:<name> <type>  a DNS record set of the account's zones by AXFR (SOA aside: moves never touch DNS)
+  unix:<account>       the account's Unix user: passwd and shadow entries (hash and aging) and its groups
+  crontab:<account>    its installed crontab: mode, owner and sha256 (none: no object)
 
 compare() counts the objects of the expected manifest and those lost (missing or different on the serving side),
 and lists the unexpected ones (a duplicated message, a stray row): each of those is a finding too.
@@ -19,9 +21,18 @@ from conftest import run
 from lab_state import in_host, mariadb_rows, postgresql_rows
 
 WALK = r"""
-import hashlib, json, os, stat, sys
+import hashlib, json, os, stat, subprocess, sys
 account = sys.argv[1]
 out = {}
+user = subprocess.run(["sh", "-c", 'getent passwd "$1"; getent shadow "$1"; id -Gn "$1" | tr " " "\\n" | sort',
+                       "sh", account], capture_output=True, text=True, check=True).stdout
+out[f"unix:{account}"] = hashlib.sha256(user.encode()).hexdigest()
+crontab = f"/var/spool/cron/crontabs/{account}"
+if os.path.exists(crontab):
+    st = os.stat(crontab)
+    with open(crontab, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    out[f"crontab:{account}"] = f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {digest}"
 for root in (f"/home/{account}", f"/var/mail/{account}"):
     if not os.path.isdir(root):
         continue
