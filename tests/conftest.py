@@ -22,7 +22,7 @@ from hostinglab import config as lab_config  # noqa: E402
 # Files whose tests need the seeded lab as `lab up` made it run first; those that move accounts between servers
 # next to last; those that break or remove the lab last. Within a file, tests keep their order.
 RUN_FIRST = ("test_lab.py",)
-RUN_LATE = ("test_account_move.py", "test_awx_runner.py", "test_eight_steps.py")
+RUN_LATE = ("test_account_move.py", "test_awx_runner.py", "test_eight_steps.py", "test_inventory_names.py")
 RUN_LAST = ("test_lab_lifecycle.py",)
 
 

@@ -32,6 +32,16 @@ def start_playbook(name, *args):
     )
 
 
+def recap(stdout):
+    """The PLAY RECAP's counters per host: {host: {"ok": n, "changed": n, "failed": n, ...}}."""
+    counters = {}
+    for line in stdout.split("PLAY RECAP", 1)[1].splitlines():
+        host, _colon, rest = line.partition(" : ")
+        if rest:
+            counters[host.strip()] = {k: int(v) for k, v in (field.split("=") for field in rest.split())}
+    return counters
+
+
 def in_host(host, script, check=True):
     return run([LAB, "exec", host, "--", "bash", "-c", script], check=check)
 

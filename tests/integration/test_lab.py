@@ -21,6 +21,7 @@ import dns.update
 import pytest
 import yaml
 from conftest import LAB, REPO, run
+from lab_state import recap
 
 pytestmark = pytest.mark.lab
 
@@ -289,4 +290,6 @@ def test_demo_smoke_playbook_lists_every_account_where_it_lives(lab):
         row = rows[name]
         assert row[1] == "client" and row[5] == account["domains"][0]["name"], row
         assert float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0, row
-    assert "changed=0" in result.stdout and "failed=0" in result.stdout
+    counters = recap(result.stdout)
+    assert {"client", "transit"} <= set(counters), counters
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters

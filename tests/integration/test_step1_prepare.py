@@ -8,6 +8,7 @@ import json
 
 import pytest
 from conftest import run
+from lab_state import recap
 
 from ansible_collections.hosting.migration.plugins.module_utils import mariadb as mariadb_utils
 from ansible_collections.hosting.migration.plugins.module_utils import postgres as postgres_utils
@@ -112,7 +113,7 @@ def test_step1_check_mode_changes_nothing_and_still_reports(lab, mariadb, postgr
     assert carol["status"] == "blocked" and carol["databases_tested"] is False
     assert {d["database"] for d in carol["databases"]} == {"carol_blog", "carol_legacy"}
     assert all("ok" not in d and d["size_bytes"] > 0 for d in carol["databases"])
-    assert "changed=0" in proc.stdout and "failed=0" in proc.stdout
+    assert recap(proc.stdout)["client"] == {**recap(proc.stdout)["client"], "changed": 0, "failed": 0}
     assert scratch_databases(mariadb, postgresql) == []
     assert client_snapshot(mariadb, postgresql) == before
     assert_no_password(lab, proc, markdown, json.dumps(report))
