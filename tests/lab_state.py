@@ -14,6 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from conftest import LAB, REPO, run
 
 JOURNAL = "/var/lib/hosting-migration"
+# The file each account's cron appends a line to every minute (lab/seed.yml cron_tick), relative to its home: its
+# content changes while the account runs, so snapshots and manifests record that it exists, not what it holds.
+CRON_TICKS = "logs/cron-ticks.log"
 
 
 def playbook(name, *args, check=True, env=None):
@@ -61,7 +64,7 @@ for tree in /home/{account} /var/mail/{account}; do
   [ -d "$tree" ] || continue
   cd "$tree"
   find . -printf '%p|%y|%m|%U|%G|%l|%n\\0' | sort -z | tr '\\0' '\\n'
-  find . -type f -print0 | sort -z | xargs -0 -r sha256sum
+  find . -type f ! -path ./{CRON_TICKS} -print0 | sort -z | xargs -0 -r sha256sum
   getfacl -R -p -s . 2>/dev/null || true
   getfattr -R -d -h . 2>/dev/null || true
 done
@@ -115,17 +118,23 @@ if [ -e "$f" ]; then stat -c '%a %U %G' "$f"; cat "$f"; else echo "no crontab"; 
 
 
 def ssh_password_login(address, account, password):
-    """An SSH login as the account with its Unix password (as an SFTP client logs in); True if it got a shell
-    that knows who it is. The password goes to sshpass in a file, never on a command line."""
+    """An SSH login as the account with its Unix password (as an SFTP client logs in): "shell" if it got a shell
+    that knows who it is, "refused" if the server answered and refused it (a wrong password, an expired user),
+    else what went wrong. The password goes to sshpass in a file, never on a command line."""
     with tempfile.NamedTemporaryFile("w", prefix="hm-login-") as secret:
         secret.write(password)
         secret.flush()
-        options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=INFO",
                    "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
-                   "-o", "ConnectTimeout=5"]  # fmt: skip
+                   "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=5"]  # fmt: skip
         proc = subprocess.run(["sshpass", "-f", secret.name, "ssh", *options, f"{account}@{address}", "id -un"],
                               capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
-    return proc.returncode == 0 and proc.stdout.strip() == account
+    if proc.returncode == 0 and proc.stdout.strip() == account:
+        return "shell"
+    # sshpass 5: the password was refused; sshd says "Permission denied" or that the account has expired.
+    if proc.returncode == 5 or "Permission denied" in proc.stderr or "account has expired" in proc.stderr:
+        return "refused"
+    return f"neither a shell nor a refusal: exit {proc.returncode}, {proc.stderr.strip()[:300]!r}"
 
 
 def http(host_header, path="/", address="198.51.100.10"):
@@ -144,7 +153,8 @@ def state_snapshot(lab, mariadb, postgresql):
     for host in ("client", "transit"):
         scripts[host, "files"] = (
             host,
-            "find /home /var/mail /etc/hosting /etc/nginx/hosting -printf '%p %s %T@ %m\\n' | sort",
+            f"find /home /var/mail /etc/hosting /etc/nginx/hosting -path '/home/*/{CRON_TICKS}' -printf '%p %m\\n' "
+            "-o -printf '%p %s %T@ %m\\n' | sort",
         )
         scripts[host, "maps"] = (host, "cat /etc/nginx/hosting/*.map")
         scripts[host, "users"] = (host, "getent passwd | sort; getent shadow | sort; getent group | sort")

@@ -86,6 +86,8 @@ def start_host(lab: Lab, host: Host, seeded: list[dict], zones: dict, big_db_mb:
             seed.seed_mariadb(host, account, big_db_mb)
             seed.seed_postgresql(host, account, big_db_mb)
         services.reload_nginx(host)
+    if "cron" in host.roles:
+        services.start_cron(host)
     log(f"{host.name} ready in {time.monotonic() - started:.1f}s")
 
 
@@ -149,6 +151,7 @@ def reinstall(lab: Lab, name: str, architecture: str) -> None:
     services.start_nginx(host)
     seed.install_contract(lab, host, [], architecture=architecture)
     services.reload_nginx(host)
+    services.start_cron(host)
     services.KNOWN_HOSTS.write_text("".join(services.host_key_line(h) for h in lab.hosts.values()))
     state = json.loads(STATE_FILE.read_text())
     state.setdefault("reinstalled", {})[host.name] = architecture

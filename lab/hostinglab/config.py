@@ -33,8 +33,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "dns": ("bind",),
     "thirdparty-dns": ("bind",),
     "testdb": ("mariadb", "postgresql"),
-    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts"),
-    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages"),
+    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts", "cron"),
+    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages", "cron"),
 }
 
 # Architecture generation of each database host: the old servers keep an older generation's permissive

@@ -65,12 +65,21 @@ def create_user(account: dict) -> None:
 
 
 def install_crontab(account: dict) -> None:
-    """As `crontab -u NAME` leaves it: the spool file owned by the user and the crontab group, 0600."""
-    if "crontab" in account:
-        import grp
+    """As `crontab -u NAME` leaves it: the spool file owned by the user and the crontab group, 0600; and the
+    (empty) file its minute tick appends to, so that the first tick changes no directory."""
+    import grp
 
-        path = Path("/var/spool/cron/crontabs") / account["name"]
-        write(path, account["crontab"], account["uid"], grp.getgrnam("crontab").gr_gid, 0o600)
+    uid = account["uid"]
+    write(
+        Path("/var/spool/cron/crontabs") / account["name"],
+        account["crontab"],
+        uid,
+        grp.getgrnam("crontab").gr_gid,
+        0o600,
+    )
+    logs = Path("/home") / account["name"] / "logs"
+    write(logs / "cron-ticks.log", "", uid, uid)
+    os.chown(logs, uid, uid)
 
 
 def seed_files(account: dict) -> None:

@@ -34,6 +34,7 @@ def accounts(lab: Lab, extra_accounts: int) -> list[dict]:
     for account in seeded:
         for site in account["sites"]:
             site["document_root"] = f"/home/{account['name']}/www/{site['domain']}"
+        account["crontab"] = account.get("crontab", "") + lab.seed["cron_tick"].format(account=account["name"]) + "\n"
     return seeded
 
 

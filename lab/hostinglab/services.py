@@ -220,6 +220,13 @@ def reload_nginx(host: Host) -> None:
     sh_in(host.name, "nginx -t -q && nginx -s reload")
 
 
+def start_cron(host: Host) -> None:
+    """Debian's cron, running the accounts' crontabs (/var/spool/cron/crontabs) and nothing of the machine's own:
+    the system crontabs (daily apt and logrotate runs, e2scrub) are removed from this host's /etc."""
+    sh_in(host.name, "rm -f /etc/crontab /etc/cron.d/*")
+    start_daemon(host.name, "cron", ["/usr/sbin/cron", "-f"])
+
+
 def start_bind(host: Host, lab: Lab, zones: dict[str, str]) -> None:
     """zones: zone name -> zone file text. Every zone but the registry's (`test`, the parent of all the others)
     takes RFC 2136 updates signed with the lab's TSIG key."""

@@ -60,7 +60,11 @@ def hold_logins(host: Host, held_dir: str, account: str) -> bool:
     until release_logins; its previous expiry date is kept in held_dir. True if this call took the hold."""
     script = (
         'f="$2/$1.expiry"; held=0; '
-        'if [ ! -e "$f" ]; then held=1; previous=$(getent shadow "$1" | cut -d: -f8); mkdir -p -m 0700 "$2" && '
+        'if [ ! -e "$f" ]; then held=1; previous=$(getent shadow "$1" | cut -d: -f8); '
+        # Expired on day 1 with no record of its own date: held by a hold whose record is gone (or a copy that
+        # never served); taking that as its own date would expire it for good at the release.
+        '[ "$previous" != 1 ] || { echo "expired by a login hold whose record is missing" >&2; exit 1; }; '
+        'mkdir -p -m 0700 "$2" && '
         'printf "%s\\n" "${previous:--1}" > "$f.new" && mv -f "$f.new" "$f" || exit 1; fi; '
         # Day 1 (1970-01-02): day 0 is read as "never expires" by some tools.
         'chage -E 1 "$1" || exit 1; [ "$held" = 1 ] || exit 3'

@@ -10,6 +10,7 @@ a result or a message (differences only say which field differs).
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 from dataclasses import dataclass, replace
 
@@ -21,6 +22,9 @@ SHADOW_AGING = ("lastchg", "min", "max", "warn", "inactive", "expire")
 _CHAGE_OPTIONS = ("-d", "-m", "-M", "-W", "-I", "-E")
 # The day the login hold expires a user (freeze.hold_logins): a copy made during the freeze carries it.
 HELD_EXPIRY = "1"
+# Values of the shadow password field that are no hash (locked, no password, ...): newer chpasswd -e refuses them,
+# and they are no secret, so they go through usermod -p.
+_NOT_A_HASH = ("", "!", "!!", "*", "!*", "x")
 
 _READ_IDENTITY = (
     'getent passwd "$1" || exit 3; getent shadow "$1" || exit 4; '
@@ -37,6 +41,7 @@ _WRITE_CRONTAB = (
 class Identity:
     uid: int
     gid: int
+    group: str  # the primary group's name
     gecos: str
     home: str
     shell: str
@@ -51,6 +56,7 @@ class Identity:
             for field, mine, theirs in (
                 ("uid", self.uid, other.uid),
                 ("gid", self.gid, other.gid),
+                ("primary group", self.group, other.group),
                 ("gecos", self.gecos, other.gecos),
                 ("home", self.home, other.home),
                 ("shell", self.shell, other.shell),
@@ -69,7 +75,8 @@ class Identity:
 
     def digest(self) -> str:
         """A fingerprint of the whole identity (hash included): what a rollback checks for changes."""
-        text = "\0".join([str(self.uid), str(self.gid), self.gecos, self.home, self.shell, self.password_hash])
+        fields = [str(self.uid), str(self.gid), self.group, self.gecos, self.home, self.shell, self.password_hash]
+        text = "\0".join(fields)
         text += "\0" + ":".join(self.aging) + "\0" + ",".join(f"{name}={gid}" for name, gid in self.groups)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -83,14 +90,20 @@ def parse_identity(account: str, text: str) -> Identity:
     if len(passwd) != 7 or passwd[0] != account or len(shadow) != 9 or shadow[0] != account:
         raise ValueError(f"unexpected passwd or shadow entry for {account}")
     gid = int(passwd[3])
+    primary = ""
     groups = set()
     for line in lines[2:]:
         name, _x, number, _members = line.split(":", 3)
-        if int(number) != gid:
+        if int(number) == gid:
+            primary = name
+        else:
             groups.add((name, int(number)))
+    if not primary:
+        raise ValueError(f"the primary group {gid} of {account} has no entry")
     return Identity(
         uid=int(passwd[2]),
         gid=gid,
+        group=primary,
         gecos=passwd[4],
         home=passwd[5],
         shell=passwd[6],
@@ -142,21 +155,33 @@ def apply_identity(host: Host, account: str, identity: Identity, *, held: bool) 
     holder = _lookup(host, "passwd", identity.uid)
     if holder is not None and holder[0] != account:
         raise HostError(f"user id {identity.uid} of {account} already belongs to {holder[0]!r} on {host.name}")
-    _ensure_group(host, account, identity.gid, account)
+    _ensure_group(host, identity.group, identity.gid, account)
     for name, gid in identity.groups:
         _ensure_group(host, name, gid, account)
     fields = ["-g", str(identity.gid), "-d", identity.home, "-s", identity.shell, "-c", identity.gecos]
     fields += ["-G", ",".join(name for name, _gid in identity.groups)]
+    # The expiry first: a copy must never take a password login before its hold is in place.
+    fields += ["-e", _expiry_date(wanted.aging[SHADOW_AGING.index("expire")])]
     if current is None:
         run_checked(host, ["useradd", "-u", str(identity.uid), "-M", *fields, account])
     else:
         run_checked(host, ["usermod", *fields, account])
+    if wanted.password_hash in _NOT_A_HASH:
+        run_checked(host, ["usermod", "-p", wanted.password_hash, account])
+    else:
+        run_checked(host, ["chpasswd", "-e"], input=f"{account}:{wanted.password_hash}\n")
     # chpasswd also sets the last-change day to today: chage runs after it and restores every aging field.
-    run_checked(host, ["chpasswd", "-e"], input=f"{account}:{wanted.password_hash}\n")
     # (indexed, not zip(strict=...): old client servers may run a Python before 3.10)
     chage = [arg for i, option in enumerate(_CHAGE_OPTIONS) for arg in (option, wanted.aging[i] or "-1")]
     run_checked(host, ["chage", *chage, account])
     return True
+
+
+def _expiry_date(days: str) -> str:
+    """useradd/usermod -e's form of a shadow expiry field (days since 1970-01-01; "" = never)."""
+    if not days:
+        return ""
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(days))).isoformat()
 
 
 def _with_expiry(identity: Identity, expiry: str) -> Identity:

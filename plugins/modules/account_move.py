@@ -28,9 +28,12 @@ description:
     holds its mail delivery and crontab, expires its system user (no new ssh, sftp, su or cron login) and ends its
     processes. The side the account leaves stays frozen; the side it arrives on is thawed.
   - The switch edits the nginx map of the server that holds the public IPs (the I(front)); DNS is not touched.
-  - If the module is killed while the account is frozen, a guardian process thaws the source. A re-run converges.
+  - If the module is killed while the account is frozen, a guardian process thaws the source; killed after the
+    switch, the guardian finishes the unfreeze on this server instead. A re-run converges (one whose previous
+    attempt switched but did not finish its unfreeze only finishes it).
   - O(state=rolled_back) brings an account back to this server, its original home, from the server that serves it
-    now, after checking that nothing changed here since the switch (a conflict fails unless O(force=true)).
+    now, after checking that nothing changed here since the switch (a conflict fails unless O(force=true)). It is
+    refused unless this server's journal says the account lives on O(source).
 extends_documentation_fragment:
   - hosting.migration.account
 options:
@@ -545,6 +548,16 @@ class AccountMove:
         before = self.front_backends(domains)
         # "running" here means an earlier attempt died mid-move: its freeze record is still to be honoured.
         self.interrupted = self.record.get("status") == "running"
+        known_location = self.record.get("location")
+        if self.interrupted and self.switched_already(state, domains):
+            # That attempt switched, then died or failed before its unfreeze ended: the account is served here
+            # already, and only the unfreeze is left (a second freeze would hold the side that serves it).
+            self.journal_run.reset_phases()
+            self.result["changed"] = True
+            self.arrive(domains, before)
+            return
+        if not self.interrupted:
+            self.record.pop("switched_at", None)
         self.record.update(
             account=self.account,
             operation=state,
@@ -556,7 +569,7 @@ class AccountMove:
         self.record["location"] = self.record.get("location") or self.source_name
         self.journal_run.reset_phases()
         with self.phase("precheck"):
-            self.precheck(entry, state)
+            self.precheck(entry, state, known_location)
         with self.phase("precopy"):
             created_user = self.copy_unix_user(entry)
             self.result["bytes"]["precopy"] = self.files.pull(self.progress)
@@ -573,41 +586,59 @@ class AccountMove:
             return
         frozen_at = time.monotonic()
         try:
-            with self.phase("freeze"):
-                self.freeze(entry, domains)
-            with self.phase("final_delta"):
-                self.result["bytes"]["files"] = self.files.pull(self.progress)
-                self.local.write_text(self.registry_path(), entry_text, 0o644)
-                self.copy_unix_user(entry)
-                self.copy_held_state()
-            with self.phase("databases"):
-                copied = self.databases.copy(entry, self.progress)
-                self.result["databases"] = copied
-                self.result["bytes"]["databases"] = sum(d.get("bytes", 0) for d in copied.values())
-            hook = self.module.params["before_verify_command"]
-            if hook:
-                run_checked(self.local, hook)
-            with self.phase("verify"):
-                self.verify(entry)
-            with self.phase("switch"):
-                self.switch(entry, domains)
-        except Exception:
-            self.thaw(entry, domains)
-            raise
+            try:
+                with self.phase("freeze"):
+                    self.freeze(entry, domains)
+                with self.phase("final_delta"):
+                    self.result["bytes"]["files"] = self.files.pull(self.progress)
+                    self.local.write_text(self.registry_path(), entry_text, 0o644)
+                    self.copy_unix_user(entry)
+                    self.copy_held_state()
+                with self.phase("databases"):
+                    copied = self.databases.copy(entry, self.progress)
+                    self.result["databases"] = copied
+                    self.result["bytes"]["databases"] = sum(d.get("bytes", 0) for d in copied.values())
+                hook = self.module.params["before_verify_command"]
+                if hook:
+                    run_checked(self.local, hook)
+                with self.phase("verify"):
+                    self.verify(entry)
+                with self.phase("switch"):
+                    self.switch(entry, domains)
+            except Exception:
+                self.thaw(entry, domains)
+                raise
+            self.result["downtime_s"] = round(time.monotonic() - frozen_at, 3)
+            # Still guarded: killed in the unfreeze, the guardian finishes it (the front already serves from here).
+            # A failure here is not thawed (the account is served here now): a re-run finishes the unfreeze.
+            self.arrive(domains, before)
         finally:
             freeze.release_guardian(self.guardian)
             self.guardian = None
-        self.result["downtime_s"] = round(time.monotonic() - frozen_at, 3)
+
+    def switched_already(self, state: str, domains: list[str]) -> bool:
+        """An interrupted attempt of this same move got as far as its switch (the front serves the account from
+        here): what it left to do is the unfreeze."""
+        return (
+            self.record.get("operation") == state
+            and self.record.get("switched_at") is not None
+            and self.front_backends(domains) == self.switched_backends(domains)
+        )
+
+    def arrive(self, domains: list[str], before: dict[str, str | None]) -> None:
+        """After the switch: the account's database users, logins, crontab and mail delivery are given back here,
+        and the journals of both sides say where it lives."""
         with self.phase("unfreeze"):
             self.result.setdefault("db_users", {})["unfrozen"] = self.databases.unfreeze_destination(
                 self.record.get("db_freeze", {})
             )
             manifest = self.record.get("left_manifest", {})
             manifest["tables"] = self.databases.departure_checksums(manifest.get("tables", {}))
+            # Logins before the crontab: a job due in between would be refused by PAM, and so run nowhere.
+            freeze.release_logins(self.local, self.held_dir(), self.account)
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
             # Coming back to a side this account once left: that move's hold ends here.
             freeze.release_mail(self.local, self.paths["mail_hold_dir"], self.account)
-            freeze.release_logins(self.local, self.held_dir(), self.account)
         # The source stays frozen on purpose (its copy must not diverge); the freeze record was for a thaw of a
         # failed move and is spent: a later move must not take it for its own.
         self.record.update(
@@ -692,11 +723,16 @@ class AccountMove:
             "crontab": crontab.digest() if crontab else None,
         }
 
-    def precheck(self, entry: dict, state: str) -> None:
-        if state == "moved" and self.record.get("location") not in (None, self.source_name):
+    def precheck(self, entry: dict, state: str, known_location: str | None) -> None:
+        # A move starts from wherever the account is when the journal here has never seen it; a rollback only
+        # from the server this journal says it went to (else the user and home here, serving, would be held and
+        # overwritten by a copy that never served).
+        if (state == "moved" and known_location not in (None, self.source_name)) or (
+            state == "rolled_back" and known_location != self.source_name
+        ):
             raise MoveFailed(
-                f"the journal on {self.destination_name} says {self.account} lives on {self.record['location']}, "
-                f"not on the source {self.source_name}"
+                f"the journal on {self.destination_name} says {self.account} lives on "
+                f"{known_location or self.destination_name}, not on the source {self.source_name}"
             )
         if state == "rolled_back":
             self.check_conflicts()
@@ -773,21 +809,23 @@ class AccountMove:
         if self.front_backends(domains) != self.switched_backends(domains):
             self.thaw(entry, domains)
         else:
-            # Killed after the front's map was switched, maybe before nginx reloaded it: serve what it says.
+            # Killed after the front's map was switched, maybe before nginx reloaded it: serve what it says, and
+            # finish the arrival here (logins, crontab, mail, database users, journals), as a re-run would.
             webfront.reload_nginx(self.front)
+            self.arrive(domains, {})
 
     def thaw(self, entry: dict, domains: list[str]) -> None:
         """Serve the account from its source again, exactly as before the freeze."""
         web = self.record.get("web_freeze", {})
         freeze.release_web(self.front, self.paths["nginx_map_dir"], {d: web.get(d) for d in domains})
         self.databases.thaw_source(self.record.get("db_freeze", {}))
-        # As with the logins: a serving side keeps no crontab aside from an older move (arrival installs it), so
-        # one held here is this move's, even when a kill came between the hold and its record.
+        # A serving side holds no login hold and no crontab aside from an older move (arrival releases both), so
+        # any held here is this move's, even when a kill came between a hold and its record. Logins first: a job
+        # due in between would be refused by PAM.
+        freeze.release_logins(self.remote, self.held_dir(), self.account)
         freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
         if self.record.get("mail_held"):
             freeze.release_mail(self.remote, self.paths["mail_hold_dir"], self.account)
-        # A serving side holds no login hold of an older move (arrival releases it), so any hold here is ours.
-        freeze.release_logins(self.remote, self.held_dir(), self.account)
         self.record.update(status="failed", web_freeze={}, db_freeze={}, mail_held=False)
         self.save()
         # The account is served again; a failed move leaves no replication behind (a re-run starts it afresh).

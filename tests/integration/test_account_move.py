@@ -41,8 +41,8 @@ def assert_unix_account_served_by(side, account, expected, password):
     other = "transit" if side == "client" else "client"
     assert unix_snapshot(side, account) == expected
     assert "crontab" not in in_host(other, f"ls /var/spool/cron/crontabs/{account} 2>/dev/null; true").stdout
-    assert ssh_password_login(ADDRESS[side], account, password), f"{account}: no password login on {side}"
-    assert not ssh_password_login(ADDRESS[other], account, password), f"{account}: logs in on {other} too"
+    assert ssh_password_login(ADDRESS[side], account, password) == "shell", f"{account}: no login on {side}"
+    assert ssh_password_login(ADDRESS[other], account, password) == "refused", f"{account}: on {other}"
 
 
 def front_map(host):
@@ -92,7 +92,7 @@ def test_check_mode_changes_nothing(transit, mariadb, postgresql):
 
 def test_move_alice_to_transit(transit, mariadb):
     SEEDED_UNIX["alice"] = unix_snapshot("client", "alice")
-    assert "sftpusers webdev" in SEEDED_UNIX["alice"] and "cron.php" in SEEDED_UNIX["alice"]
+    assert "sftpusers webdev" in SEEDED_UNIX["alice"] and "cron.sh" in SEEDED_UNIX["alice"]
     result = playbook("step4_migrate.yml", "-e", "account=alice")
     assert "alice: now on transit" in result.stdout
     assert_account_identical("alice", mariadb, None)
@@ -198,6 +198,13 @@ def test_a_flipped_byte_in_a_copied_file_fails_before_the_switch(transit):
     result = move_carol(*hook_vars(flip), check=False)
     assert result.returncode != 0
     assert "verification found" in result.stdout and "document-03.txt" in result.stdout
+    assert_served_by_client("carol-blog.test", "Carol's Blog")
+    # The failed move left a held copy of carol on transit; a rollback from it would hold and overwrite carol on
+    # the client, which serves her: refused, and the client's carol keeps her logins and crontab.
+    unix_before = unix_snapshot("client", "carol")
+    refused = playbook("rollback.yml", "-e", "account=carol", check=False)
+    assert refused.returncode != 0 and "carol lives on client, not on the source transit" in refused.stdout
+    assert unix_snapshot("client", "carol") == unix_before and can_log_in("client", "carol")
     assert_served_by_client("carol-blog.test", "Carol's Blog")
 
 

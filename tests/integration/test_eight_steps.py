@@ -22,6 +22,7 @@ import pytest
 from conftest import LAB, REPO, run
 from hostinglab import demo
 from lab_state import (
+    CRON_TICKS,
     JOURNAL,
     http,
     in_host,
@@ -38,6 +39,7 @@ from lab_state import (
 pytestmark = pytest.mark.lab
 
 ACCOUNTS = ("alice", "bob", "carol", "dave")
+HOSTS = ("client", "transit")
 PROVIDER_ZONES = ("alice-shop.test", "carol-blog.test", "dave-data.test")
 
 
@@ -110,8 +112,23 @@ def assert_password_logins_only_on(lab, side):
     for name, account in lab.seed["accounts"].items():
         password = account.get("unix", {}).get("password")
         if password:
-            assert ssh_password_login(lab.hosts[side].ipv4, name, password), f"{name}: no password login on {side}"
-            assert not ssh_password_login(lab.hosts[other].ipv4, name, password), f"{name}: logs in on {other}"
+            assert ssh_password_login(lab.hosts[side].ipv4, name, password) == "shell", f"{name}: none on {side}"
+            assert ssh_password_login(lab.hosts[other].ipv4, name, password) == "refused", f"{name}: on {other}"
+
+
+def assert_cron_ticked_once_a_minute_on_one_server(lab):
+    """Each account's minute tick (lab/seed.yml cron_tick: the minute and the host that ran it), carried with its
+    home: the client's cron first, the transit's after step 4 (the client's again after step 7, if a minute turned
+    since), never two servers in one minute; and the transit's copy, left at step 7's freeze, has nothing the
+    client's lacks (its cron stopped there)."""
+    for name in ACCOUNTS:
+        ticks = {host: in_host(host, f"cat /home/{name}/{CRON_TICKS}").stdout.splitlines() for host in HOSTS}
+        minutes = [line.split()[0] for line in ticks["client"]]
+        assert minutes == sorted(set(minutes)), f"{name}: a minute ticked twice or out of order: {ticks['client']}"
+        servers = [line.split()[1] for line in ticks["client"]]
+        assert servers[:1] == ["client"] and "transit" in servers, f"{name}: cron did not follow: {ticks['client']}"
+        left = ticks["transit"]
+        assert ticks["client"][: len(left)] == left, f"{name}: transit ticked after step 7: {left[-3:]}"
 
 
 def expected_bill(delivered, finished, monthly):
@@ -213,6 +230,7 @@ def test_the_eight_steps_carry_every_account_there_and_back(lab, mariadb, postgr
     # with its own password.
     assert account_data("client", mariadb, postgresql, lab) == transit_view
     assert_password_logins_only_on(lab, "client")
+    assert_cron_ticked_once_a_minute_on_one_server(lab)
     for account in lab.seed["accounts"].values():
         for user in account["db_users"]:
             connect = mariadb if user["engine"] == "mariadb" else postgresql

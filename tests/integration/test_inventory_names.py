@@ -16,7 +16,8 @@ import yaml
 from conftest import LAB, REPO, run
 from lab_state import JOURNAL, in_host
 
-pytestmark = pytest.mark.lab
+# Long: two lab resets and two steps (the short suite's end-to-end test runs every step on the lab's names).
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 SEED = yaml.safe_load((REPO / "lab" / "seed.yml").read_text(encoding="utf-8"))
 LAB_INVENTORY = REPO / "inventories" / "lab"

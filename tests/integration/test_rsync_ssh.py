@@ -158,8 +158,18 @@ def scratch(lab):
     assert in_host("transit", ["test", "-e", root], check=False).returncode == 1
 
 
+@pytest.fixture(scope="module")
+def alice_still(lab):
+    """alice's home on client, kept still: her crontab set aside (cron reloads the spool before each minute's
+    jobs) so her minute tick does not append between a pull and the comparison after it; given back afterwards."""
+    hold = "mkdir -p /root/hm-held && mv /var/spool/cron/crontabs/alice /root/hm-held/ && sleep 1"
+    in_host("client", ["sh", "-c", hold])
+    yield
+    in_host("client", ["sh", "-c", "mv /root/hm-held/alice /var/spool/cron/crontabs/ && rmdir /root/hm-held"])
+
+
 @pytest.fixture
-def call(source_target, scratch):
+def call(source_target, scratch, alice_still):
     """Run a module_utils call inside transit against client; returns its JSON result."""
 
     def call_in_transit(name: str, target: dict | None = None, **request):

@@ -80,6 +80,13 @@ def test_step1_reports_blockers_leaves_nothing_behind_and_reruns_alike(lab, mari
     alice = accounts["alice"]
     assert alice["status"] == "ready" and alice["ready"] is True and alice["blockers"] == []
     assert alice["databases"] and all(d["ok"] and d["seconds"] >= 0 for d in alice["databases"])
+    # Each account's crontab lines as schedule and program, arguments (maybe secrets) left out: the seeded jobs and
+    # the minute tick.
+    assert accounts["alice"]["crontab"] == ["MAILTO=...", "*/5 * * * * test ...", "* * * * * echo ..."]
+    assert accounts["bob"]["crontab"] == ["0 3 * * * /home/bob/files/run.sh ...", "* * * * * echo ..."]
+    assert accounts["carol"]["crontab"] == ["@daily test ...", "* * * * * echo ..."]
+    assert accounts["dave"]["crontab"] == ["* * * * * echo ..."]
+    assert "*/5 * * * * test ..." in markdown and "cron-ticks" not in markdown + json.dumps(report)
 
     for name, entry in accounts.items():
         assert entry["downtime"]["estimate_s"] > 0 and entry["downtime"]["provider_s"] >= 0, name

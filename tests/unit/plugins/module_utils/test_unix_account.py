@@ -129,3 +129,33 @@ def test_crontab_read_and_installed_with_its_mode_and_owner():
     assert unix_account.install_crontab(here, "/held/alice", crontab) is False
     assert unix_account.install_crontab(here, "/held/alice", None) is True
     assert here.calls[-1][0] == ["rm", "-f", "--", "/held/alice"]
+
+
+def test_the_hold_is_set_with_the_user_before_any_password_reaches_it():
+    host = FakeHost()
+    unix_account.apply_identity(host, "alice", unix_account.parse_identity("alice", GETENT), held=True)
+    names = [argv[0] for argv in host.commands()]
+    useradd = next(c for c in host.commands() if c[0] == "useradd")
+    assert useradd[useradd.index("-e") + 1] == "1970-01-02"  # day 1: the login hold's expiry
+    assert names.index("useradd") < names.index("chpasswd") < names.index("chage")
+
+
+@pytest.mark.parametrize("marker", ["!", "", "*", "!!"])
+def test_a_locked_or_empty_password_field_is_set_by_usermod_not_chpasswd(marker):
+    """No hash to hide, and chpasswd -e of newer shadow releases refuses these values."""
+    host = FakeHost()
+    identity = unix_account.parse_identity("alice", GETENT.replace(HASH, marker))
+    unix_account.apply_identity(host, "alice", identity, held=True)
+    assert ["usermod", "-p", marker, "alice"] in host.commands()
+    assert not any(argv[0] == "chpasswd" for argv, _input in host.calls)
+
+
+def test_the_primary_group_keeps_its_own_name():
+    text = GETENT.replace("alice:x:2001:\n", "customers:x:2001:\n")
+    identity = unix_account.parse_identity("alice", text)
+    assert identity.group == "customers"
+    host = FakeHost()
+    unix_account.apply_identity(host, "alice", identity, held=True)
+    assert ["groupadd", "-g", "2001", "customers"] in host.commands()
+    other = unix_account.parse_identity("alice", GETENT)
+    assert "primary group 'customers' on the source, 'alice' here" in identity.differences(other)
