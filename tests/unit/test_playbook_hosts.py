@@ -195,3 +195,15 @@ def test_step4_refuses_an_ambiguous_inventory_before_any_server(tmp_path, groups
     assert "PLAY [Step 4" not in output, output
     recap = output.split("PLAY RECAP")[1]
     assert re.findall(r"^(\S+)\s+: ok=", recap, re.MULTILINE) == ["localhost"], output
+
+
+def test_site_version_refuses_on_naming_neither_server(tmp_path):
+    """`-e on=NAME` picks the server whose registry site_version edits: a name outside the pair would match no host
+    of a real inventory and change nothing, silently."""
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory(), sort_keys=False), encoding="utf-8")
+    args = ["-e", "account=carol", "-e", "domain=carol-blog.test", "-e", "version=8.1", "-e", "on=client"]
+    run = ansible_playbook(path, REPO / "playbooks" / "site_version.yml", *args)
+    output = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0 and f"-e on=client names neither the client server ({ODD['client']})" in output
+    assert "PLAY [Switch a site" not in output
