@@ -12,7 +12,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import hosts, network, seed, services
+from . import hosts, mail, network, seed, services
 from .config import NS_HANDLES, STATE_DIR, Host, Lab, load
 from .proc import LabError, in_host, kill_netns_processes, run
 
@@ -20,9 +20,14 @@ PACKAGES = [
     "mariadb-server", "mariadb-client", "postgresql", "postgresql-client", "bind9", "bind9-dnsutils",
     "bind9-utils", "nginx-light", "openssh-server", "openssh-client", "rsync", "nftables", "iproute2", "acl",
     "attr", "util-linux", "procps", "python3-yaml", "python3-pymysql", "python3-psycopg2", "python3-dnspython",
-    "cron", "sshpass",
+    "cron", "sshpass", "postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd",
 ]  # fmt: skip
-SERVICE_PORTS = {"mariadb": 3306, "postgresql": 5432, "nginx": 80, "bind": 53}
+# Each role's ports, all checked by `lab status` and `lab up`'s health test.
+SERVICE_PORTS = {
+    "mariadb": (3306,), "postgresql": (5432,), "nginx": (80,), "bind": (53,), "mail": (25, 143), "mail_relay": (25,),
+}  # fmt: skip
+# Postfix's installer would otherwise ask which kind of mail server this is; the lab writes main.cf itself.
+DEBCONF = "postfix postfix/main_mailer_type select No configuration\n"
 STATE_FILE = STATE_DIR / "lab.json"
 
 
@@ -38,13 +43,17 @@ def ensure_packages() -> None:
         return
     log(f"installing Debian packages: {' '.join(missing)}")
     os.environ["DEBIAN_FRONTEND"] = "noninteractive"
+    run(["debconf-set-selections"], input=DEBCONF)
     run(["apt-get", "update", "-q"])
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing])
 
 
 def host_ports(host: Host) -> dict[str, int]:
     ports = {"sshd": 22}
-    ports.update({role: port for role, port in SERVICE_PORTS.items() if role in host.roles})
+    for role in host.roles:
+        names = {25: "smtp", 143: "imap"}
+        for port in SERVICE_PORTS.get(role, ()):
+            ports[names.get(port, role)] = port
     return ports
 
 
@@ -88,6 +97,10 @@ def start_host(lab: Lab, host: Host, seeded: list[dict], zones: dict, big_db_mb:
         services.reload_nginx(host)
     if "cron" in host.roles:
         services.start_cron(host)
+    if "mail" in host.roles:
+        mail.start_hosting_mail(host, lab)
+    if "mail_relay" in host.roles:
+        mail.start_mail_relay(host, lab)
     log(f"{host.name} ready in {time.monotonic() - started:.1f}s")
 
 
@@ -152,6 +165,7 @@ def reinstall(lab: Lab, name: str, architecture: str) -> None:
     seed.install_contract(lab, host, [], architecture=architecture)
     services.reload_nginx(host)
     services.start_cron(host)
+    mail.start_hosting_mail(host, lab)
     services.KNOWN_HOSTS.write_text("".join(services.host_key_line(h) for h in lab.hosts.values()))
     state = json.loads(STATE_FILE.read_text())
     state.setdefault("reinstalled", {})[host.name] = architecture

@@ -33,8 +33,10 @@ ROLES: dict[str, tuple[str, ...]] = {
     "dns": ("bind",),
     "thirdparty-dns": ("bind",),
     "testdb": ("mariadb", "postgresql"),
-    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts", "cron"),
-    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages", "cron"),
+    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts", "cron", "mail"),
+    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages", "cron", "mail"),
+    "mx1": ("mail_relay",),
+    "mx2": ("mail_relay",),
 }
 
 # Architecture generation of each database host: the old servers keep an older generation's permissive

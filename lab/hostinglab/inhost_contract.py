@@ -144,6 +144,16 @@ def seed_mail(account: dict, server: str) -> None:
     os.chmod(root, 0o700)
 
 
+def crypt_hash(password: str) -> str:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Debian 12's Python 3.11 still has crypt
+        import crypt
+
+    return crypt.crypt(password, crypt.METHOD_SHA512)
+
+
 def registry_entry(account: dict) -> dict:
     return {
         "name": account["name"],
@@ -153,30 +163,14 @@ def registry_entry(account: dict) -> dict:
         "domains": [{"name": d["name"], "provider_dns": d["provider_dns"]} for d in account["domains"]],
         "sites": [{k: s[k] for k in ("domain", "language", "version", "document_root")} for s in account["sites"]],
         "mailboxes": sorted(account["mailboxes"]),
+        # As the panel keeps them: SHA-512 crypt hashes, which the server's Dovecot checks at an IMAP login.
+        "mailbox_passwords": {box: crypt_hash(pw) for box, pw in sorted(account["mailbox_passwords"].items())},
         "databases": [{"engine": d["engine"], "name": d["name"]} for d in account["databases"]],
     }
 
 
-# The server's local delivery agent (what its MTA runs per message): the message on stdin goes into the mailbox's
-# Maildir as the account's own user (tmp/, then renamed into new/). While the account is held (a file named after
-# it in /etc/hosting/mail-hold, set by a migration's freeze) it delivers nothing and exits 75 (EX_TEMPFAIL): the
-# MTA keeps the message queued and tries again later, so mail arriving during a freeze is refused, never lost.
-DELIVER = r"""#!/bin/sh
-set -eu
-account=$1 mailbox=$2
-case $account$mailbox in *[!a-z0-9._-]*|.*) echo "hosting-deliver: bad account or mailbox" >&2; exit 64;; esac
-[ -e "/etc/hosting/mail-hold/$account" ] && { echo "hosting-deliver: $account is held" >&2; exit 75; }
-dir=/var/mail/$account/$mailbox
-[ -d "$dir/new" ] || { echo "hosting-deliver: no mailbox $dir" >&2; exit 67; }
-name=$(date +%s).$$_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ').$(hostname)
-runuser -u "$account" -- sh -c 'cat > "$1/tmp/$2" && mv "$1/tmp/$2" "$1/new/$2"' sh "$dir" "$name"
-echo "$name"
-"""
-
-
 def main() -> None:
     plan = json.load(sys.stdin)
-    write(Path("/usr/local/sbin/hosting-deliver"), DELIVER, 0, 0, 0o755)
     Path("/etc/hosting/mail-hold").mkdir(parents=True, exist_ok=True)
     # The provider's runtime packages of every architecture: what steps 3 and 6 install from, offline.
     for architecture, languages in plan["packages"].items():

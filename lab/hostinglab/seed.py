@@ -35,7 +35,14 @@ def accounts(lab: Lab, extra_accounts: int) -> list[dict]:
         for site in account["sites"]:
             site["document_root"] = f"/home/{account['name']}/www/{site['domain']}"
         account["crontab"] = account.get("crontab", "") + lab.seed["cron_tick"].format(account=account["name"]) + "\n"
+        account["mailbox_passwords"] = mailbox_passwords(lab, account)
     return seeded
+
+
+def mailbox_passwords(lab: Lab, account: dict) -> dict[str, str]:
+    """Each mailbox's IMAP password (the tests log in with them)."""
+    template = lab.seed["mailbox_password"]
+    return {box: template.format(account=account["name"], mailbox=box) for box in account["mailboxes"]}
 
 
 def install_contract(lab: Lab, host: Host, seeded: list[dict] | None, architecture: str | None = None) -> None:

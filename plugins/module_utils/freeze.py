@@ -90,10 +90,19 @@ def release_cron(host: Host, cron_dir: str, held_dir: str, account: str) -> None
 
 
 def hold_mail(host: Host, hold_dir: str, account: str) -> bool:
-    """Hold the account's mail delivery (the server's delivery agent answers "try again later" while the hold file
-    exists, so the MTA keeps the messages queued); True if this call set the hold."""
+    """Hold the account's mail: while the hold file exists the server's SMTP answers "try again later" at RCPT (the
+    sender or relay keeps the message queued), delivers nothing into the account's mailboxes (what it accepted just
+    before stays in its queue) and IMAP logins wait. True if this call set the hold."""
     script = 'test -e "$1/$2" && exit 3; mkdir -p "$1" && : > "$1/$2"'
     return _hold(host, f"the mail of {account}", script, hold_dir, account)
+
+
+def redirect_mail(host: Host, hold_dir: str, account: str, address: str) -> None:
+    """On the side an account has left, after the switch: its hold file names the server that holds the account
+    now, and the server's MTA relays the account's mail there (what it had queued during the move, and what still
+    reaches it, e.g. from a backup MX) instead of answering "try again later". The hold itself stays."""
+    script = 'mkdir -p "$1" && printf "relay %s\\n" "$3" > "$1/.$2.new" && mv -f "$1/.$2.new" "$1/$2"'
+    run_checked(host, ["sh", "-c", script, "sh", hold_dir, account, address])
 
 
 def release_mail(host: Host, hold_dir: str, account: str) -> None:

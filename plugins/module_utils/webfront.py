@@ -43,6 +43,11 @@ def validate_backend(value: object) -> str:
     raise ValueError(f"invalid backend {value!r}: expected 'maintenance', 'IPv4:port' or '[IPv6]:port'")
 
 
+def backend_address(backend: str) -> str:
+    """The IP address of a validated ``host:port`` / ``[v6]:port`` backend."""
+    return validate_backend(backend).rpartition(":")[0].strip("[]")
+
+
 def validate_docroot(value: object) -> str:
     if not isinstance(value, str) or not value.startswith("/") or re.search(r"[\s;{}'\"\\$]|\.\.", value):
         raise ValueError(f"invalid document root {value!r}: an absolute path without spaces, quotes, ';' or '..'")

@@ -160,10 +160,14 @@ options:
         default: /var/spool/cron/crontabs
       mail_hold_dir:
         description:
-          - Where the server's delivery agent looks for a hold, a file named after the account, there from the
-            freeze on (the source keeps it after the move; the destination's is removed at the unfreeze).
-          - While it exists the agent refuses delivery with a temporary failure, so the MTA keeps the messages
-            queued and retries; mail arriving during the freeze is never lost on the side being left.
+          - Where the server's mail looks for a hold, a file named after the account, there from the freeze on
+            (the source keeps it after the move; the destination's is removed at the unfreeze).
+          - While it exists the server answers SMTP for the account with a temporary failure (the sender or relay
+            retries), delivers nothing into its mailboxes and refuses IMAP logins for the moment; mail arriving
+            during the freeze is never lost on the side being left.
+          - After the switch the source's hold file reads C(relay <address>), the address of
+            O(destination.http_backend); the source's MTA then relays the account's mail there, including what it
+            queued during the move.
         type: path
         default: /etc/hosting/mail-hold
   precopy_only:
@@ -639,6 +643,12 @@ class AccountMove:
             freeze.release_cron(self.local, self.paths["cron_dir"], self.held_dir(), self.account)
             # Coming back to a side this account once left: that move's hold ends here.
             freeze.release_mail(self.local, self.paths["mail_hold_dir"], self.account)
+            # The side left relays the account's mail here from now on (what it queued during the freeze too).
+            backend = self.module.params["destination"].get("http_backend")
+            if backend:
+                freeze.redirect_mail(
+                    self.remote, self.paths["mail_hold_dir"], self.account, webfront.backend_address(backend)
+                )
         # The source stays frozen on purpose (its copy must not diverge); the freeze record was for a thaw of a
         # failed move and is spent: a later move must not take it for its own.
         self.record.update(
@@ -790,8 +800,8 @@ class AccountMove:
         self.result["db_users"] = {
             "frozen": {engine: user_names(changes) for engine, changes in self.record["db_freeze"].items()}
         }
-        # Held before the sessions end: a delivery already past the hold check runs as the account and dies with
-        # them, unacknowledged (its MTA retries), so no message lands here after the final delta.
+        # Held before the sessions end: from here nothing is delivered into the account's mailboxes on this side, so
+        # no message lands after the final delta; what the MTA accepted just before waits in its queue.
         if freeze.hold_mail(self.remote, self.paths["mail_hold_dir"], self.account):
             self.record["mail_held"] = True
             self.save()

@@ -1,13 +1,16 @@
 """A load generator that writes to an account as its users do, on the side that serves it, and keeps what was
-acknowledged: rows (as the account's MariaDB user), mail (through the server's delivery agent) and files (from a
-session of the account's own user). Each writer keeps going through a move: a refused write (a revoked grant, a
-held delivery, a session ended by the freeze) is counted, never acknowledged, and tried again later."""
+acknowledged: rows (as the account's MariaDB user), mail (by SMTP to the server's Postfix: acknowledged by its 250
+after DATA, kept by Message-ID) and files (from a session of the account's own user). Each writer keeps going
+through a move: a refused write (a revoked grant, a held recipient, a session ended by the freeze) is counted,
+never acknowledged, and tried again later."""
 
 from __future__ import annotations
 
+import smtplib
 import subprocess
 import threading
 import time
+from email.message import EmailMessage
 
 import pymysql
 from conftest import LAB
@@ -76,15 +79,20 @@ class Load:
             time.sleep(self.interval)
 
     def deliver_mail(self) -> None:
+        domain = self.lab.seed["accounts"][self.account]["domains"][0]["name"]
         n = 0
         while not self.stop.is_set():
             n += 1
-            message = f"Subject: load {n}\n\nload message {n}\n"
-            proc = subprocess.run([str(LAB), "exec", self.side, "--", "hosting-deliver", self.account, self.mailbox],
-                                  input=message, capture_output=True, text=True, check=False)  # fmt: skip
-            if proc.returncode == 0 and proc.stdout.strip():
-                self.mail.append(proc.stdout.strip())
-            else:
+            message_id = f"<load-{n}.{time.time_ns()}@load.test>"
+            message = EmailMessage()
+            message["From"], message["To"] = "load@load.test", f"{self.mailbox}@{domain}"
+            message["Subject"], message["Message-ID"] = f"load {n}", message_id
+            message.set_content(f"load message {n}\n")
+            try:
+                with smtplib.SMTP(self.lab.hosts[self.side].ipv4, 25, timeout=10) as smtp:
+                    smtp.send_message(message)  # raises unless the recipient was accepted (a held one gets 450)
+                self.mail.append(message_id)
+            except (smtplib.SMTPException, OSError):
                 self.refused["mail"] += 1
             time.sleep(self.interval)
 

@@ -31,13 +31,20 @@ def fresh(lab):
 
 
 def present(lab, mariadb) -> dict[str, list[str]]:
-    """What alice's side holds of the generator's writes: row tags, Maildir message ids, file names."""
+    """What alice's side holds of the generator's writes: row tags, the Message-IDs of her Maildir, file names."""
     with mariadb("client", database="alice_shop").cursor() as cursor:
         cursor.execute("SELECT message FROM audit_log WHERE message LIKE 'load-%'")
         rows = [row[0] for row in cursor.fetchall()]
-    mail = in_host("client", "cd /var/mail/alice/info && ls new cur").stdout.split()
+    mail = in_host(
+        "client", "cd /var/mail/alice/info && grep -h -i -m1 '^Message-ID: <load-' new/* cur/* || true"
+    ).stdout.split()
     files = in_host("client", f"ls {FILES}").stdout.split()
-    return {"rows": rows, "mail": [name.split(":2,")[0] for name in mail], "files": files}
+    return {"rows": rows, "mail": [m for m in mail if m.startswith("<load-")], "files": files}
+
+
+def queues_empty() -> bool:
+    """Mail accepted (250) is delivered by Postfix a moment later: wait for both servers' queues to drain."""
+    return all(in_host(h, "postqueue -j").stdout.strip() == "" for h in ("client", "transit"))
 
 
 def test_every_acknowledged_write_survives_a_move_and_a_rollback(fresh, mariadb, postgresql, record_property):
@@ -64,6 +71,9 @@ def test_every_acknowledged_write_survives_a_move_and_a_rollback(fresh, mariadb,
     finally:
         load.finish()
 
+    deadline = time.monotonic() + 60
+    while not queues_empty() and time.monotonic() < deadline:
+        time.sleep(0.5)
     held = present(fresh, mariadb)
     acknowledged = {"rows": load.rows, "mail": load.mail, "files": load.files}
     lost = {kind: sorted(set(names) - set(held[kind])) for kind, names in acknowledged.items()}

@@ -74,3 +74,25 @@ def test_a_map_update_in_check_mode_writes_nothing(tmp_path):
     path = tmp_path / "backends.map"
     previous = webfront.update_map(LocalHost(), str(path), {"a.test": "maintenance"}, check_mode=True)
     assert previous == {"a.test": None} and not path.exists()
+
+
+@pytest.mark.parametrize(("backend", "address"), [("10.77.0.11:80", "10.77.0.11"), ("[fd77::11]:8080", "fd77::11")])
+def test_the_mail_relay_address_is_the_backends_address(backend, address):
+    assert webfront.backend_address(backend) == address
+
+
+def test_a_mail_relay_address_comes_only_from_a_valid_backend():
+    with pytest.raises(ValueError, match="invalid backend"):
+        webfront.backend_address("maintenance; include /etc/passwd")
+
+
+def test_redirect_mail_turns_the_hold_into_a_relay_and_keeps_it_held(tmp_path):
+    from ansible_collections.hosting.migration.plugins.module_utils import freeze
+
+    hold_dir = tmp_path / "mail-hold"
+    assert freeze.hold_mail(LocalHost(), str(hold_dir), "alice") is True
+    assert (hold_dir / "alice").read_text() == ""
+    freeze.redirect_mail(LocalHost(), str(hold_dir), "alice", "10.77.0.11")
+    assert (hold_dir / "alice").read_text() == "relay 10.77.0.11\n"
+    assert sorted(p.name for p in hold_dir.iterdir()) == ["alice"]
+    assert freeze.hold_mail(LocalHost(), str(hold_dir), "alice") is False  # still held: a second hold takes nothing

@@ -1,0 +1,186 @@
+"""The two small programs a lab hosting server's mail needs beyond Postfix and Dovecot, installed into each host as
+text. Both read the server contract live (registry, mail holds), so a move changes what they
+answer the moment the collection changes those files: no postmap, no reload, no cache.
+
+- MAILMAP: Postfix's lookup tables (socketmap protocol, netstrings) — which domains and mailboxes this server
+  holds, which recipients are held by a freeze (450: the sender or relay retries), and where the mail of an account
+  this server has left is relayed (the address its hold file names after the switch: `relay <address>`).
+- MAIL_AUTH: Dovecot's passdb and userdb (checkpassword protocol) — a mailbox logs in with its password from the
+  registry (`mailbox_passwords`, SHA-512 crypt hashes), is delivered into /var/mail/<account>/<mailbox> as the
+  account's user, and cannot log in (temporary failure) while its account is held.
+"""
+
+MAILMAP = r'''
+import glob
+import ipaddress
+import os
+import socketserver
+import sys
+
+import yaml
+
+REGISTRY = "/etc/hosting/accounts"
+HOLDS = "/etc/hosting/mail-hold"
+HELD = "450 4.2.0 this mailbox is being moved to another server; try again in a minute"
+_cache = {}
+
+
+def registry():
+    """domain -> (account, mailboxes), re-read whenever a registry file changes."""
+    files = sorted(glob.glob(f"{REGISTRY}/*.yml"))
+    key = tuple((f, os.stat(f).st_mtime_ns) for f in files)
+    if _cache.get("key") != key:
+        domains = {}
+        for path in files:
+            with open(path, encoding="utf-8") as handle:
+                entry = yaml.safe_load(handle) or {}
+            for domain in entry.get("domains", []):
+                domains[domain["name"].lower()] = (entry["name"], set(entry.get("mailboxes", [])))
+        _cache.update(key=key, domains=domains)
+    return _cache["domains"]
+
+
+def hold(account):
+    """None (not held), "" (held: try again later) or the address the side left relays the account's mail to."""
+    try:
+        with open(f"{HOLDS}/{account}", encoding="utf-8") as handle:
+            words = handle.read().split()
+    except FileNotFoundError:
+        return None
+    if len(words) == 2 and words[0] == "relay":
+        try:
+            return str(ipaddress.ip_address(words[1]))
+        except ValueError:
+            pass
+    return ""
+
+
+def relay_target(address):
+    return f"smtp:[ipv6:{address}]:25" if ":" in address else f"smtp:[{address}]:25"
+
+
+def lookup(table, key):
+    key = key.lower()
+    domain = key.rsplit("@", 1)[-1]
+    found = registry().get(domain)
+    if table == "domain":
+        return "OK hosted" if found and "@" not in key else "NOTFOUND "
+    if table == "mailbox":
+        if found and "@" in key and key.split("@", 1)[0] in found[1]:
+            return f"OK {found[0]}/{key.split('@', 1)[0]}/"
+        return "NOTFOUND "
+    if table == "transport":
+        relay = hold(found[0]) if found else None  # asked for the full address first, then the domain
+        return f"OK {relay_target(relay)}" if relay else "NOTFOUND "
+    if table == "hold":
+        if found and "@" in key and hold(found[0]) == "":
+            return f"OK {HELD}"
+        return "NOTFOUND "  # not held, or relayed to the server that holds the account now
+    return "PERM unknown table"
+
+
+def read_netstring(stream):
+    length = b""
+    while True:
+        char = stream.read(1)
+        if not char:
+            return None
+        if char == b":":
+            break
+        length += char
+    data = stream.read(int(length))
+    stream.read(1)
+    return data.decode("utf-8", "replace")
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            request = read_netstring(self.rfile)
+            if request is None:
+                return
+            table, _, key = request.partition(" ")
+            try:
+                reply = lookup(table, key)
+            except Exception as error:  # a broken registry file: defer, never bounce
+                reply = f"TEMP {type(error).__name__}"
+            data = reply.encode()
+            self.wfile.write(b"%d:%s," % (len(data), data))
+            self.wfile.flush()
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    if os.path.exists(path):
+        os.unlink(path)
+    server = Server(path, Handler)
+    os.chmod(path, 0o666)
+    server.serve_forever()
+'''
+
+MAIL_AUTH = r'''
+import warnings
+
+warnings.simplefilter("ignore", DeprecationWarning)  # crypt: Debian 12's Python 3.11 still has it
+
+import crypt
+import glob
+import hmac
+import os
+import pwd
+import sys
+
+import yaml
+
+HOLDS = "/etc/hosting/mail-hold"
+def mailbox(user):
+    """(account entry, mailbox) of 'mailbox@domain', or None."""
+    box, _, domain = user.lower().partition("@")
+    for path in glob.glob("/etc/hosting/accounts/*.yml"):
+        with open(path, encoding="utf-8") as handle:
+            entry = yaml.safe_load(handle) or {}
+        if domain in (d["name"].lower() for d in entry.get("domains", [])) and box in entry.get("mailboxes", []):
+            return entry, box
+    return None
+
+
+def main():
+    data = b""
+    while True:
+        chunk = os.read(3, 1024)
+        if not chunk:
+            break
+        data += chunk
+    user, password = (data.split(b"\0") + [b"", b""])[:2]
+    user, password = user.decode("utf-8", "replace"), password.decode("utf-8", "replace")
+    lookup = os.environ.get("AUTHORIZED") == "1"
+    found = mailbox(user)
+    if found is None:
+        sys.exit(3 if lookup else 1)
+    entry, box = found
+    # While held nothing is delivered here (what Postfix accepted just before waits in its queue, then goes where
+    # the account is served: see the hold file's relay), and a login waits: the freeze ended the account's sessions,
+    # and a new one must not change flags the final delta has already copied.
+    if os.path.exists(f"{HOLDS}/{entry['name']}"):
+        sys.exit(111)
+    # MASTER_USER: Dovecot has already checked the master user's password (passdb `pass = yes`).
+    if not lookup and not os.environ.get("MASTER_USER"):
+        stored = (entry.get("mailbox_passwords") or {}).get(box, "")
+        if not stored or not hmac.compare_digest(crypt.crypt(password, stored), stored):
+            sys.exit(1)
+    account = pwd.getpwnam(entry["name"])
+    home = f"/var/mail/{entry['name']}/{box}"
+    os.environ.update(USER=user, HOME=home, userdb_uid=str(account.pw_uid), userdb_gid=str(account.pw_gid),
+                      userdb_mail=f"maildir:{home}", EXTRA="userdb_uid userdb_gid userdb_mail")
+    if lookup:
+        os.environ["AUTHORIZED"] = "2"  # checkpassword-reply then exits 2: "found" for a lookup
+    os.execv(sys.argv[1], sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
+'''
