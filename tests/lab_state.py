@@ -4,6 +4,7 @@ comparing what a step changed. Shared by the integration tests."""
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import subprocess
 import tempfile
@@ -56,18 +57,29 @@ def in_hosts(scripts):
         return {key: future.result().stdout for key, future in done.items()}
 
 
+# A mail client's view of a Maildir: a message by its unique name, wherever Dovecot keeps it (new/ or cur/) and
+# whatever its flags; Dovecot's own index files (rewritten as mail is read) left out.
+MAILDIR_VIEW = (
+    r"sed -E 's#^(\./[^/|]+)/(new|cur)/([^:|]+)(:2,[A-Za-z]*)?#\1/msg/\3#; "
+    r"s#  (\./[^/]+)/(new|cur)/([^:]+)(:2,[A-Za-z]*)?$#  \1/msg/\3#'"
+)
+
+
 def tree_snapshot(host, account):
-    """Names, types, modes, owners, link targets, content hashes, ACLs and xattrs of the account's trees."""
+    """Names, types, modes, owners, link targets, content hashes, ACLs and xattrs of the account's trees (its
+    Maildirs as MAILDIR_VIEW sees them)."""
     script = f"""
 set -e
-for tree in /home/{account} /var/mail/{account}; do
-  [ -d "$tree" ] || continue
-  cd "$tree"
-  find . -printf '%p|%y|%m|%U|%G|%l|%n\\0' | sort -z | tr '\\0' '\\n'
-  find . -type f ! -path ./{CRON_TICKS} -print0 | sort -z | xargs -0 -r sha256sum
-  getfacl -R -p -s . 2>/dev/null || true
-  getfattr -R -d -h . 2>/dev/null || true
-done
+cd /home/{account}
+find . -printf '%p|%y|%m|%U|%G|%l|%n\\0' | sort -z | tr '\\0' '\\n'
+find . -type f ! -path ./{CRON_TICKS} -print0 | sort -z | xargs -0 -r sha256sum
+getfacl -R -p -s . 2>/dev/null || true
+getfattr -R -d -h . 2>/dev/null || true
+if [ -d /var/mail/{account} ]; then
+  cd /var/mail/{account}
+  {{ find . ! -name 'dovecot*' -printf '%p|%y|%m|%U|%G|%l|%n\\n'
+     find . -type f ! -name 'dovecot*' -print0 | xargs -0 -r sha256sum; }} | {MAILDIR_VIEW} | sort
+fi
 """
     return in_host(host, script).stdout
 
@@ -138,13 +150,14 @@ def ssh_password_login(address, account, password):
 
 
 def http(host_header, path="/", address="198.51.100.10"):
+    """(status, page) as a browser shows it: character references decoded (WordPress writes ' as &#039;)."""
     request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host_header})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=5) as response:
-            return response.status, response.read().decode(errors="replace")
+            return response.status, html.unescape(response.read().decode(errors="replace"))
     except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
+        return error.code, html.unescape(error.read().decode(errors="replace"))
 
 
 def state_snapshot(lab, mariadb, postgresql):

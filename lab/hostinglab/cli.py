@@ -12,7 +12,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import hosts, mail, network, seed, services
+from . import hosts, mail, network, seed, services, web
 from .config import NS_HANDLES, STATE_DIR, Host, Lab, load
 from .proc import LabError, in_host, kill_netns_processes, run
 
@@ -21,6 +21,8 @@ PACKAGES = [
     "bind9-utils", "nginx-light", "openssh-server", "openssh-client", "rsync", "nftables", "iproute2", "acl",
     "attr", "util-linux", "procps", "python3-yaml", "python3-pymysql", "python3-psycopg2", "python3-dnspython",
     "cron", "sshpass", "postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd",
+    "php8.2-fpm", "php8.2-cli", "php8.2-mysql", "wordpress", "wordpress-theme-twentytwentythree", "gunicorn",
+    "python3-flask", "supervisor",
 ]  # fmt: skip
 # Each role's ports, all checked by `lab status` and `lab up`'s health test.
 SERVICE_PORTS = {
@@ -95,6 +97,8 @@ def start_host(lab: Lab, host: Host, seeded: list[dict], zones: dict, big_db_mb:
             seed.seed_mariadb(host, account, big_db_mb)
             seed.seed_postgresql(host, account, big_db_mb)
         services.reload_nginx(host)
+    if "web" in host.roles:
+        start_web(host, seeded if "accounts" in host.roles else [])
     if "cron" in host.roles:
         services.start_cron(host)
     if "mail" in host.roles:
@@ -102,6 +106,13 @@ def start_host(lab: Lab, host: Host, seeded: list[dict], zones: dict, big_db_mb:
     if "mail_relay" in host.roles:
         mail.start_mail_relay(host, lab)
     log(f"{host.name} ready in {time.monotonic() - started:.1f}s")
+
+
+def start_web(host: Host, seeded: list[dict]) -> None:
+    """PHP-FPM (its pools are in place already), the sites' applications, then the supervisor that runs them."""
+    web.start_php_fpm(host)
+    web.install_apps(host, seeded)
+    web.start_supervisor(host)
 
 
 def controller_key() -> None:
@@ -164,6 +175,7 @@ def reinstall(lab: Lab, name: str, architecture: str) -> None:
     services.start_nginx(host)
     seed.install_contract(lab, host, [], architecture=architecture)
     services.reload_nginx(host)
+    start_web(host, [])
     services.start_cron(host)
     mail.start_hosting_mail(host, lab)
     services.KNOWN_HOSTS.write_text("".join(services.host_key_line(h) for h in lab.hosts.values()))

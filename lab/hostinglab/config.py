@@ -33,8 +33,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "dns": ("bind",),
     "thirdparty-dns": ("bind",),
     "testdb": ("mariadb", "postgresql"),
-    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts", "cron", "mail"),
-    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages", "cron", "mail"),
+    "client": ("mariadb", "postgresql", "nginx", "runtime_packages", "accounts", "web", "cron", "mail"),
+    "transit": ("mariadb", "postgresql", "nginx", "runtime_packages", "web", "cron", "mail"),
     "mx1": ("mail_relay",),
     "mx2": ("mail_relay",),
 }

@@ -82,6 +82,18 @@ def install_crontab(account: dict) -> None:
     os.chown(logs, uid, uid)
 
 
+def install_services(account: dict) -> None:
+    """The account's pool or program definitions (root's, as the panel writes them), and where its PHP sessions live
+    (in its home: they travel with it)."""
+    for path, text in account.get("service_files", {}).items():
+        write(Path(path), text, 0, 0, 0o644)
+    sessions = Path("/home") / account["name"] / ".php" / "sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    for directory in (sessions, sessions.parent):
+        os.chown(directory, account["uid"], account["uid"])
+        os.chmod(directory, 0o700)
+
+
 def seed_files(account: dict) -> None:
     name, uid = account["name"], account["uid"]
     home = Path("/home") / name
@@ -191,6 +203,7 @@ def main() -> None:
     for account in plan["accounts"]:
         create_user(account)
         install_crontab(account)
+        install_services(account)
         seed_files(account)
         seed_mail(account, plan["profile"]["hostname"])
         (registry / f"{account['name']}.yml").write_text(dump_yaml(registry_entry(account)), encoding="utf-8")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import web
 from .config import Host, Lab
 from .proc import run_in
 from .services import mariadb_literal, mariadb_sql, pg_literal, psql
@@ -58,7 +59,7 @@ def install_contract(lab: Lab, host: Host, seeded: list[dict] | None, architectu
             "services": {"mariadb": "10.11", "postgresql": "15", "nginx": "1.22"},
             "ips": {"ipv4": host.public_ipv4, "ipv6": host.public_ipv6},
         }
-        plan["accounts"] = seeded
+        plan["accounts"] = [{**account, "service_files": web.service_files(account)} for account in seeded]
         plan["unix_groups"] = lab.seed.get("unix_groups", {})
     # Passed as source, not as a path: the repository may sit where the host has a private mount (e.g. /tmp).
     run_in(host.name, ["python3", "-c", INHOST_SCRIPT.read_text()], input=json.dumps(plan))

@@ -168,29 +168,60 @@ map $host $hosting_backend {
     default local;
     include /etc/nginx/hosting/backends.map;
 }
+# The account a document root belongs to: its PHP-FPM pool and its application server are named after it.
+map $hosting_docroot $hosting_account {
+    "~^/home/(?<name>[a-z][a-z0-9]*)/" $name;
+    default "";
+}
 server {
     listen 80 default_server;
     listen [::]:80 default_server;
     server_name _;
     root $hosting_docroot;
-    index index.html;
+    # A directory without an index file is the account's application's (an absolute last index is a redirect).
+    index index.php index.html /hosting-app;
     error_page 503 /hosting-maintenance.html;
     location = /hosting-maintenance.html {
         root /var/www/hosting;
         internal;
     }
+    # Files first; what is not a file goes to the account's PHP (index.php) or to its application server.
     location / {
+        include /etc/nginx/hosting/front.conf;
+        try_files $uri $uri/ @dynamic;
+    }
+    location @dynamic {
+        if (-f $document_root/index.php) {
+            rewrite ^ /index.php last;
+        }
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        # An account being moved is frozen: its domains answer the maintenance page.
-        if ($hosting_backend = "maintenance") {
-            return 503;
-        }
-        if ($hosting_backend != "local") {
-            proxy_pass http://$hosting_backend;
-        }
-        try_files $uri $uri/ =404;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
     }
+    location = /hosting-app {
+        internal;
+        include /etc/nginx/hosting/front.conf;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
+    }
+    location ~ \.php$ {
+        include /etc/nginx/hosting/front.conf;
+        try_files $uri =404;
+        include fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+        fastcgi_pass unix:/run/php/hosting-$hosting_account.sock;
+    }
+}
+"""
+# In every location that serves an account: its maintenance page while frozen, the server that holds it once moved.
+NGINX_FRONT = r"""proxy_set_header Host $host;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+if ($hosting_backend = "maintenance") {
+    return 503;
+}
+if ($hosting_backend != "local") {
+    proxy_pass http://$hosting_backend;
 }
 """
 
@@ -209,6 +240,8 @@ printf '%s\\n' '<html><head><title>{host.fqdn}</title></head><body>{host.fqdn}</
     > /var/www/html/index.html
 cat > /etc/nginx/conf.d/hosting.conf <<'EOF'
 {NGINX_SITE}EOF
+cat > /etc/nginx/hosting/front.conf <<'EOF'
+{NGINX_FRONT}EOF
 nginx -t -q
 """,
     )

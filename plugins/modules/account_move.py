@@ -210,6 +210,34 @@ options:
         check. A non-zero exit fails the move before the switch. The test suite uses it to corrupt a copy.
     type: list
     elements: str
+  services:
+    description:
+      - The account's own services (its PHP-FPM pool, a supervised application server) and the managers that run
+        them. Each manager reads an account's definition from C(<dir>/<account>.conf) and re-reads its directory
+        when C(reload) runs.
+      - The freeze sets the source's definitions aside in the journal's C(held/) and reloads (the account's
+        processes stop there, before its sessions end); the final delta copies them beside the destination's held
+        copies (compared before the switch); just before the switch the destination installs them and reloads, so
+        the account runs on one server at a time. A failed move stops them here and starts them on the source
+        again. The side left keeps its copies aside for a rollback.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The manager's name, e.g. C(php-fpm) (C(^[a-z0-9][a-z0-9_-]{0,31}$)).
+        type: str
+        required: true
+      dir:
+        description: The directory the manager reads the accounts' definitions from.
+        type: path
+        required: true
+      reload:
+        description: The command (argv list) that makes the manager re-read the directory; it must start and stop
+          the accounts' services accordingly before it exits.
+        type: list
+        elements: str
+        required: true
   force:
     description: With O(state=rolled_back), overwrite changes made here since the switch (they are reported).
     type: bool
@@ -325,7 +353,13 @@ from contextlib import ExitStack, contextmanager
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.hosting.migration.plugins.module_utils import dbcopy, freeze, unix_account, webfront
+from ansible_collections.hosting.migration.plugins.module_utils import (
+    account_services,
+    dbcopy,
+    freeze,
+    unix_account,
+    webfront,
+)
 from ansible_collections.hosting.migration.plugins.module_utils.account import validate_account_name, validate_domain
 from ansible_collections.hosting.migration.plugins.module_utils.hosts import LocalHost, RemoteHost, run_checked
 from ansible_collections.hosting.migration.plugins.module_utils.journal import Journal, JournalError, LockedError
@@ -394,6 +428,16 @@ def argument_spec() -> dict:
         "db_method": {"type": "str", "choices": ["auto", "live", "dump"], "default": "auto"},
         "db_parallel": {"type": "int", "default": 2},
         "before_verify_command": {"type": "list", "elements": "str"},
+        "services": {
+            "type": "list",
+            "elements": "dict",
+            "default": [],
+            "options": {
+                "name": {"type": "str", "required": True},
+                "dir": {"type": "path", "required": True},
+                "reload": {"type": "list", "elements": "str", "required": True},
+            },
+        },
         "force": {"type": "bool", "default": False},
     }
 
@@ -422,6 +466,7 @@ class AccountMove:
         self.local = LocalHost(f"destination ({self.destination_name})")
         self.remote = RemoteHost(target, f"source {self.source_name}")
         self.front = self.remote if params["front"] == "source" else self.local
+        self.services = account_services.managers_from_options(params["services"])
         self.journal = Journal(self.paths["journal_dir"])
         self.files = FileSide(target, self.paths, self.account)
         self.databases = DatabaseSide(module, params, self.account)
@@ -702,6 +747,7 @@ class AccountMove:
         the user's own expiry date (given back at the unfreeze). The source keeps both for a rollback."""
         crontab = unix_account.read_crontab(self.remote, self.held_crontab())
         unix_account.install_crontab(self.local, self.held_crontab(), crontab)
+        account_services.copy_held(self.remote, self.local, self.services, self.held_dir(), self.account)
         expiry = self.remote.read_text(self.held_expiry())
         if expiry is None:
             run_checked(self.local, ["rm", "-f", "--", self.held_expiry()])
@@ -722,15 +768,24 @@ class AccountMove:
             found.append(f"crontab of {self.account} ({path}): content, mode or owner differs")
         if self.remote.read_text(self.held_expiry()) != self.local.read_text(self.held_expiry()):
             found.append(f"held expiry date of {self.account} ({self.held_expiry()}) differs")
+        source_services = account_services.fingerprints(self.remote, self.services, self.held_dir(), self.account)
+        here_services = account_services.fingerprints(self.local, self.services, self.held_dir(), self.account)
+        found += [
+            f"{name} service definition of {self.account}: differs"
+            for name in source_services
+            if source_services[name] != here_services[name]
+        ]
         return found
 
     def unix_fingerprints(self, host) -> dict[str, str | None]:
         """The user and the held crontab as a side leaves them: what a rollback checks for changes."""
         identity = unix_account.read_identity(host, self.account)
         crontab = unix_account.read_crontab(host, self.held_crontab())
+        services = account_services.fingerprints(host, self.services, self.held_dir(), self.account)
         return {
             "unix_user": identity.digest() if identity else None,
             "crontab": crontab.digest() if crontab else None,
+            **{f"service {name}": digest for name, digest in services.items()},
         }
 
     def precheck(self, entry: dict, state: str, known_location: str | None) -> None:
@@ -805,8 +860,10 @@ class AccountMove:
         if freeze.hold_mail(self.remote, self.paths["mail_hold_dir"], self.account):
             self.record["mail_held"] = True
             self.save()
-        # Logins held before the sessions end, so none starts between the kill and the copy.
+        # Logins held before the sessions end, so none starts between the kill and the copy; the services stopped
+        # by their managers first, which would otherwise start the processes the kill ends again.
         freeze.hold_logins(self.remote, self.held_dir(), self.account)
+        account_services.stop(self.remote, self.services, self.held_dir(), self.account)
         freeze.end_sessions(self.remote, entry["uid"])
         freeze.hold_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
         self.save()
@@ -834,6 +891,9 @@ class AccountMove:
         # due in between would be refused by PAM.
         freeze.release_logins(self.remote, self.held_dir(), self.account)
         freeze.release_cron(self.remote, self.paths["cron_dir"], self.held_dir(), self.account)
+        # Services: stopped here first (a failed switch may have started them), then started on the source.
+        account_services.stop(self.local, self.services, self.held_dir(), self.account)
+        account_services.start(self.remote, self.services, self.held_dir(), self.account)
         if self.record.get("mail_held"):
             freeze.release_mail(self.remote, self.paths["mail_hold_dir"], self.account)
         self.record.update(status="failed", web_freeze={}, db_freeze={}, mail_held=False)
@@ -863,6 +923,10 @@ class AccountMove:
         }
 
     def switch(self, entry: dict, domains: list[str]) -> None:
+        # The account's services start here before the front sends it any request.
+        started = account_services.start(self.local, self.services, self.held_dir(), self.account)
+        if started:
+            self.result["services_started"] = started
         docroots = {s["domain"]: s["document_root"] for s in entry.get("sites", [])}
         # Reloaded even when the map already holds the entries: a run killed between writing a map and reloading
         # nginx leaves the entries written but not served, and its re-run finds nothing to change.
@@ -892,6 +956,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
     try:
         validate_account_name(module.params["account"])
+        account_services.managers_from_options(module.params["services"])
     except ValueError as error:
         module.fail_json(msg=str(error))
     if module.params["front"] == "source" and not module.params["destination"].get("http_backend"):

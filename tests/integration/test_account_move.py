@@ -108,6 +108,14 @@ def test_move_alice_to_transit(transit, mariadb):
         in_host("transit", "rm -f /home/alice/www/alice-shop.test/where.txt")
     status, body = http("alice-shop.test")
     assert status == 200 and "<title>Alice's Shop</title>" in body
+    # Her WordPress runs in her PHP-FPM pool on transit only: the definition moved, the client keeps it aside.
+    pool = "/etc/hosting/php-fpm/alice.conf"
+    assert in_host("transit", f"test -e {pool} && test -S /run/php/hosting-alice.sock && echo running").stdout
+    assert in_host("client", f"test -e {pool} || test -S /run/php/hosting-alice.sock || echo stopped").stdout
+    assert (
+        in_host("client", "cat /var/lib/hosting-migration/held/alice.service.php-fpm.conf").stdout
+        == in_host("transit", f"cat {pool}").stdout
+    )
     # alice's DB users log in on transit with their unchanged passwords.
     users = {u["name"]: u["password"] for u in SEED["accounts"]["alice"]["db_users"]}
     with mariadb("transit", user="alice", password=users["alice"], database="alice_shop").cursor() as cur:

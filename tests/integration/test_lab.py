@@ -3,6 +3,7 @@ real DNS with TSIG, real HTTP through the router, and the old/new architecture d
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -219,7 +220,7 @@ def http_get(address, host_header):
     request = urllib.request.Request(url, headers={"Host": host_header})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=5) as response:
-        return response.status, response.read().decode()
+        return response.status, html.unescape(response.read().decode())  # WordPress writes ' as &#039;
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -279,8 +280,11 @@ def test_step1_finding_old_server_accepts_what_the_new_architecture_refuses(lab,
 def test_lab_status_reports_every_service_up(lab):
     report = json.loads(run([LAB, "status", "--json"]).stdout)
     assert report["healthy"] is True
-    assert report["hosts"]["client"] == {"sshd": True, "mariadb": True, "postgresql": True, "nginx": True}
+    every = {"sshd": True, "mariadb": True, "postgresql": True, "nginx": True, "smtp": True, "imap": True}
+    assert report["hosts"]["client"] == every
+    assert report["hosts"]["transit"] == every
     assert report["hosts"]["dns"] == {"sshd": True, "bind": True}
+    assert report["hosts"]["mx1"] == report["hosts"]["mx2"] == {"sshd": True, "smtp": True}
 
 
 def test_demo_smoke_playbook_lists_every_account_where_it_lives(lab):

@@ -3,7 +3,8 @@
 Objects, each with a key and a value that changes with its content:
   file:<path>          type, mode, owner, group and sha256 (or a link's target) of everything under /home/<a>
                        and /var/mail/<a> except Maildir messages (and no sha256 of ~/logs/cron-ticks.log, which
-                       the account's cron appends to every minute)
+                       the account's cron appends to every minute, or of Dovecot's index files, which IMAP and
+                       delivery rewrite)
   mail:<box>/<id>      a Maildir message by its unique id (flags aside), with its sha256
   table:<db>.<table>   row count and an order-independent hash of the rows
   rrset:<name> <type>  a DNS record set of the account's zones by AXFR (SOA aside: moves never touch DNS)
@@ -50,6 +51,8 @@ for root in (f"/home/{account}", f"/var/mail/{account}"):
                     digest = hashlib.sha256(handle.read()).hexdigest()
                 if root.startswith("/var/mail") and len(parts) == 3 and parts[1] in ("cur", "new"):
                     out[f"mail:{parts[0]}/{parts[2].split(':2,')[0]}"] = digest
+                elif root.startswith("/var/mail") and name.startswith("dovecot"):
+                    out[f"file:{path}"] = f"{owner} (Dovecot's index of the mailbox, rewritten as mail is read)"
                 elif path == f"{root}/logs/cron-ticks.log":
                     out[f"file:{path}"] = f"{owner} {st.st_nlink} (appended to by cron every minute)"
                 else:

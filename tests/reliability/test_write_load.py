@@ -42,6 +42,19 @@ def present(lab, mariadb) -> dict[str, list[str]]:
     return {"rows": rows, "mail": [m for m in mail if m.startswith("<load-")], "files": files}
 
 
+def mail_trail(message_ids: list[str]) -> str:
+    """What each server's Postfix did with these messages (for a failure's report)."""
+    trail = []
+    for message_id in message_ids[:3]:
+        for host in ("client", "transit"):
+            script = (
+                f"for id in $(grep -F -- '{message_id}' /var/log/postfix.log | sed -E 's/.*: ([0-9A-F]+): .*/\\1/'); "
+                'do grep -F -- "$id" /var/log/postfix.log; done; postqueue -p | tail -3'
+            )
+            trail.append(f"--- {message_id} on {host}:\n{in_host(host, script, check=False).stdout[-3000:]}")
+    return "\n".join(trail)
+
+
 def queues_empty() -> bool:
     """Mail accepted (250) is delivered by Postfix a moment later: wait for both servers' queues to drain."""
     return all(in_host(h, "postqueue -j").stdout.strip() == "" for h in ("client", "transit"))
@@ -83,7 +96,8 @@ def test_every_acknowledged_write_survives_a_move_and_a_rollback(fresh, mariadb,
     ledger(record_property, "writes (rows, mail, files) through a move and a rollback", runs=2, converged=True,
            compared=compared, lost=sum(len(v) for v in lost.values()),
            unexpected=sum(len(v) for v in duplicated.values()))  # fmt: skip
-    assert lost == {"rows": [], "mail": [], "files": []}, f"acknowledged writes lost: {lost}"
+    trail = mail_trail(lost["mail"])
+    assert lost == {"rows": [], "mail": [], "files": []}, f"acknowledged writes lost: {lost}\n{trail}"
     assert duplicated == {"rows": [], "mail": [], "files": []}, f"duplicated: {duplicated}"
     assert all(refused_in_move[kind] > 0 for kind in ("rows", "mail", "files")), (
         f"the freeze refused nothing of some kind: {refused_in_move}"
