@@ -207,11 +207,14 @@ class AwxLab:
             "hosting.migration TSIG key": {"key_name": lab.vars["hosting_tsig_key_name"],
                                            "algorithm": lab.vars["hosting_tsig_algorithm"],
                                            "secret": lab.vars["hosting_tsig_secret"]},
+            "hosting.migration mail probe": {"username": lab.vars["hosting_mail_probe_user"],
+                                             "password": lab.vars["hosting_mail_probe_password"]},
             "hosting.migration SSH": {"username": "root", "ssh_key_data": ssh_key,
                                       "known_hosts": (state / "known_hosts").read_text(encoding="utf-8")},
         }  # fmt: skip
         # Every secret a job could leak: the injected ones first, then the accounts' database passwords.
-        self.secrets = [lab.vars["hosting_db_admin_password"], lab.vars["hosting_tsig_secret"]]
+        self.secrets = [lab.vars["hosting_db_admin_password"], lab.vars["hosting_tsig_secret"],
+                        lab.vars["hosting_mail_probe_password"]]  # fmt: skip
         self.secrets += [line for line in ssh_key.splitlines() if len(line) >= 20 and "PRIVATE KEY" not in line]
         self.secrets += [user["password"] for account in lab.seed["accounts"].values() for user in account["db_users"]]
         self.jobs: list[Job] = []

@@ -101,11 +101,11 @@ passdb {{
 }}
 passdb {{
   driver = checkpassword
-  args = {MAIL_AUTH_PATH}
+  args = {MAIL_AUTH_PATH} passdb
 }}
 userdb {{
   driver = checkpassword
-  args = {MAIL_AUTH_PATH}
+  args = {MAIL_AUTH_PATH} userdb
 }}
 service lmtp {{
   unix_listener /var/spool/postfix/private/dovecot-lmtp {{
@@ -113,9 +113,14 @@ service lmtp {{
     user = postfix
     group = postfix
   }}
+  # Where the side an account has left proxies its deliveries (the lab's network only).
+  inet_listener lmtp {{
+    port = 24
+  }}
 }}
 protocol lmtp {{
   postmaster_address = postmaster@{host.fqdn}
+  lmtp_proxy = yes
 }}
 EOF
 install -d -o postfix -g postfix /var/spool/postfix/private
@@ -135,7 +140,6 @@ mydestination = localhost
 virtual_mailbox_domains = {table}:domain
 virtual_mailbox_maps = {table}:mailbox
 virtual_transport = lmtp:unix:private/dovecot-lmtp
-transport_maps = {table}:transport
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = check_recipient_access {table}:hold, reject_unauth_destination
 """,

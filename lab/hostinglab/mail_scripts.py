@@ -3,11 +3,13 @@ text. Both read the server contract live (registry, mail holds), so a move chang
 answer the moment the collection changes those files: no postmap, no reload, no cache.
 
 - MAILMAP: Postfix's lookup tables (socketmap protocol, netstrings) — which domains and mailboxes this server
-  holds, which recipients are held by a freeze (450: the sender or relay retries), and where the mail of an account
-  this server has left is relayed (the address its hold file names after the switch: `relay <address>`).
+  holds, and which recipients are held by a freeze (450: the sender or relay retries).
 - MAIL_AUTH: Dovecot's passdb and userdb (checkpassword protocol) — a mailbox logs in with its password from the
   registry (`mailbox_passwords`, SHA-512 crypt hashes), is delivered into /var/mail/<account>/<mailbox> as the
-  account's user, and cannot log in (temporary failure) while its account is held.
+  account's user, and neither logs in nor is delivered to (temporary failure) while its account is held; once the
+  hold names the server that holds the account now (`relay <address>`, after the switch), Dovecot's LMTP proxies
+  each delivery there. The decision is made per message at delivery time: Postfix's own routing would be cached
+  for up to 30 s (its queue manager's resolve cache) and could send a message back and forth after a rollback.
 """
 
 MAILMAP = r'''
@@ -55,10 +57,6 @@ def hold(account):
     return ""
 
 
-def relay_target(address):
-    return f"smtp:[ipv6:{address}]:25" if ":" in address else f"smtp:[{address}]:25"
-
-
 def lookup(table, key):
     key = key.lower()
     domain = key.rsplit("@", 1)[-1]
@@ -69,13 +67,10 @@ def lookup(table, key):
         if found and "@" in key and key.split("@", 1)[0] in found[1]:
             return f"OK {found[0]}/{key.split('@', 1)[0]}/"
         return "NOTFOUND "
-    if table == "transport":
-        relay = hold(found[0]) if found else None  # asked for the full address first, then the domain
-        return f"OK {relay_target(relay)}" if relay else "NOTFOUND "
     if table == "hold":
         if found and "@" in key and hold(found[0]) == "":
             return f"OK {HELD}"
-        return "NOTFOUND "  # not held, or relayed to the server that holds the account now
+        return "NOTFOUND "  # not held, or forwarded to the server that holds the account now (Dovecot's LMTP proxy)
     return "PERM unknown table"
 
 
@@ -130,6 +125,7 @@ warnings.simplefilter("ignore", DeprecationWarning)  # crypt: Debian 12's Python
 import crypt
 import glob
 import hmac
+import ipaddress
 import os
 import pwd
 import sys
@@ -137,6 +133,25 @@ import sys
 import yaml
 
 HOLDS = "/etc/hosting/mail-hold"
+# Dovecot runs this program as its passdb and as its userdb: `args` names the role before checkpassword-reply.
+ROLE = sys.argv[1] if len(sys.argv) > 2 else "passdb"
+
+
+def hold(account):
+    """None (not held), "" (held) or the address the account's mail goes to now (`relay <address>`)."""
+    try:
+        with open(f"{HOLDS}/{account}", encoding="utf-8") as handle:
+            words = handle.read().split()
+    except FileNotFoundError:
+        return None
+    if len(words) == 2 and words[0] == "relay":
+        try:
+            return str(ipaddress.ip_address(words[1]))
+        except ValueError:
+            pass
+    return ""
+
+
 def mailbox(user):
     """(account entry, mailbox) of 'mailbox@domain', or None."""
     box, _, domain = user.lower().partition("@")
@@ -162,10 +177,16 @@ def main():
     if found is None:
         sys.exit(3 if lookup else 1)
     entry, box = found
-    # While held nothing is delivered here (what Postfix accepted just before waits in its queue, then goes where
-    # the account is served: see the hold file's relay), and a login waits: the freeze ended the account's sessions,
-    # and a new one must not change flags the final delta has already copied.
-    if os.path.exists(f"{HOLDS}/{entry['name']}"):
+    # While held, a login waits (the freeze ended the account's sessions; a new one must not change flags the final
+    # delta has already copied) and nothing is delivered here (what Postfix accepted just before waits in its
+    # queue). Once the hold names the server that holds the account now, deliveries are proxied there: the lookup
+    # LMTP makes before each recipient (passdb, with lmtp_proxy) answers with that server, decided per message.
+    relay = hold(entry["name"])
+    if relay is not None:
+        if relay and os.environ.get("SERVICE") == "lmtp" and ROLE == "passdb":
+            os.environ.update(USER=user, proxy="y", host=relay, port="24", EXTRA="proxy host port",
+                              AUTHORIZED="2")
+            os.execv(sys.argv[-1], sys.argv[-1:])
         sys.exit(111)
     # MASTER_USER: Dovecot has already checked the master user's password (passdb `pass = yes`).
     if not lookup and not os.environ.get("MASTER_USER"):
@@ -178,7 +199,7 @@ def main():
                       userdb_mail=f"maildir:{home}", EXTRA="userdb_uid userdb_gid userdb_mail")
     if lookup:
         os.environ["AUTHORIZED"] = "2"  # checkpassword-reply then exits 2: "found" for a lookup
-    os.execv(sys.argv[1], sys.argv[1:])
+    os.execv(sys.argv[-1], sys.argv[-1:])
 
 
 if __name__ == "__main__":

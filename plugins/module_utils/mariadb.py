@@ -47,6 +47,10 @@ _UNKNOWN_THREAD = 1094
 # Loading sessions: the data is the source's, so strict mode turns any conversion into an error instead of a
 # silent change; zero and invalid dates the source holds stay loadable; an explicit 0 stays 0 in AUTO_INCREMENT.
 _LOAD_SQL_MODE = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,ALLOW_INVALID_DATES"
+WORKER_SESSION = (
+    "SET SESSION foreign_key_checks = 0, unique_checks = 0, max_statement_time = 0, innodb_lock_wait_timeout = 86400, "
+    "sql_mode = 'NO_AUTO_VALUE_ON_ZERO'"
+)
 _STATS_AUTO_RECALC = re.compile(r" STATS_AUTO_RECALC=(\d)")
 
 
@@ -493,11 +497,10 @@ class MariaDBDumpCopy(DumpCopy):
     def worker_connection_for(self, database: str) -> Any:
         conn = connect(self.destination, database)
         # A table's ALTER waits while another table whose foreign key names it is still loading: as long as that.
-        _query(
-            conn,
-            "SET SESSION foreign_key_checks = 0, unique_checks = 0, max_statement_time = 0, "
-            "innodb_lock_wait_timeout = 86400",
-        )
+        # The tables were created as the source had them (prepare_database's sql_mode): an ALTER of a table option
+        # under the destination's strict default would re-check every column default and refuse what the source
+        # accepted, e.g. WordPress's DEFAULT '0000-00-00 00:00:00' on a server with NO_ZERO_DATE.
+        _query(conn, WORKER_SESSION)
         return conn
 
     def finish_database(self, database: str, source: Any, destination: Any) -> None:

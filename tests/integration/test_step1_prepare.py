@@ -87,6 +87,12 @@ def test_step1_reports_blockers_leaves_nothing_behind_and_reruns_alike(lab, mari
     assert accounts["carol"]["crontab"] == ["@daily test ...", "* * * * * echo ..."]
     assert accounts["dave"]["crontab"] == ["* * * * * echo ..."]
     assert "*/5 * * * * test ..." in markdown and "cron-ticks" not in markdown + json.dumps(report)
+    # The services each account runs (they move with it): PHP-FPM pools for the PHP sites, bob's app server.
+    services = {name: entry["services"] for name, entry in accounts.items()}
+    assert services == {"alice": ["php-fpm"], "bob": ["supervisor"], "carol": ["php-fpm"], "dave": ["php-fpm"]}
+    assert "Services (move with the account" in markdown and "supervisor" in markdown
+    # The registry's mailbox password hashes stay out of the report.
+    assert "$6$" not in markdown + json.dumps(report) and "mailbox_passwords" not in json.dumps(report)
 
     for name, entry in accounts.items():
         assert entry["downtime"]["estimate_s"] > 0 and entry["downtime"]["provider_s"] >= 0, name

@@ -78,7 +78,7 @@ def test_a_wordpress_login_returns_a_session_cookie_that_later_requests_honour(l
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read().decode(errors="replace")
 
-    status, headers, _ = call("/wp-admin/")
+    status, headers, _page = call("/wp-admin/")
     assert status == 302 and "wp-login.php" in headers["Location"], "the dashboard answers without a login"
     form = urllib.parse.urlencode(
         {"log": wordpress["admin"], "pwd": wordpress["password"], "wp-submit": "Log In", "testcookie": "1"}
@@ -103,7 +103,7 @@ def test_a_wordpress_login_returns_a_session_cookie_that_later_requests_honour(l
             {},
         )  # fmt: skip
     )
-    status, headers, _ = call("/wp-login.php", form)
+    status, headers, _page = call("/wp-login.php", form)
     assert status == 302, status
     assert any(c.name.startswith("wordpress_logged_in_") for c in jar), [c.name for c in jar]
     status, _headers, page = call("/wp-admin/")

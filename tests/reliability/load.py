@@ -58,6 +58,11 @@ class Load:
             self.session.kill()
         for thread in self.threads:
             thread.join(timeout=30)
+        # Killing `lab exec` leaves the session's shell running in the host: end it there, so that nothing writes
+        # while the test reads what the account holds.
+        for side in ("client", "transit"):
+            subprocess.run([str(LAB), "exec", side, "--", "pkill", "-KILL", "-U", self.account, "-x", "sh"],
+                           capture_output=True, check=False)  # fmt: skip
 
     def write_rows(self) -> None:
         n, conn, conn_side = 0, None, None
