@@ -12,6 +12,22 @@ answer the moment the collection changes those files: no postmap, no reload, no 
   for up to 30 s (its queue manager's resolve cache) and could send a message back and forth after a rollback.
 """
 
+# Both programs read a hold file alike.
+HOLD = '''def hold(account):
+    """None (not held), "" (held) or the address the account's mail goes to now (`relay <address>`)."""
+    try:
+        with open(f"{HOLDS}/{account}", encoding="utf-8") as handle:
+            words = handle.read().split()
+    except FileNotFoundError:
+        return None
+    if len(words) == 2 and words[0] == "relay":
+        try:
+            return str(ipaddress.ip_address(words[1]))
+        except ValueError:
+            pass
+    return ""
+'''
+
 MAILMAP = r'''
 import glob
 import ipaddress
@@ -42,20 +58,7 @@ def registry():
     return _cache["domains"]
 
 
-def hold(account):
-    """None (not held), "" (held: try again later) or the address the side left relays the account's mail to."""
-    try:
-        with open(f"{HOLDS}/{account}", encoding="utf-8") as handle:
-            words = handle.read().split()
-    except FileNotFoundError:
-        return None
-    if len(words) == 2 and words[0] == "relay":
-        try:
-            return str(ipaddress.ip_address(words[1]))
-        except ValueError:
-            pass
-    return ""
-
+{HOLD}
 
 def lookup(table, key):
     key = key.lower()
@@ -117,6 +120,8 @@ if __name__ == "__main__":
     server.serve_forever()
 '''
 
+MAILMAP = MAILMAP.replace("{HOLD}", HOLD)
+
 MAIL_AUTH = r'''
 import warnings
 
@@ -137,20 +142,7 @@ HOLDS = "/etc/hosting/mail-hold"
 ROLE = sys.argv[1] if len(sys.argv) > 2 else "passdb"
 
 
-def hold(account):
-    """None (not held), "" (held) or the address the account's mail goes to now (`relay <address>`)."""
-    try:
-        with open(f"{HOLDS}/{account}", encoding="utf-8") as handle:
-            words = handle.read().split()
-    except FileNotFoundError:
-        return None
-    if len(words) == 2 and words[0] == "relay":
-        try:
-            return str(ipaddress.ip_address(words[1]))
-        except ValueError:
-            pass
-    return ""
-
+{HOLD}
 
 def mailbox(user):
     """(account entry, mailbox) of 'mailbox@domain', or None."""
@@ -205,3 +197,4 @@ def main():
 if __name__ == "__main__":
     main()
 '''
+MAIL_AUTH = MAIL_AUTH.replace("{HOLD}", HOLD)

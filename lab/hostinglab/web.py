@@ -243,6 +243,10 @@ chown -R {name}:{name} {docroot}
         f"rm -f .wp-install.php; exit $rc",
         input=exports,
     )
+    # WordPress's cache in memory, per request (its own non-persistent cache, loaded as a drop-in): transients
+    # then never reach the database, so a page view writes nothing there and a move's before/after compare holds.
+    _write(host, f"{docroot}/wp-content/object-cache.php", "<?php\nrequire_once ABSPATH . WPINC . '/cache.php';\n",
+           name, "0644")  # fmt: skip
 
 
 def sh_quote(value: str) -> str:

@@ -129,7 +129,9 @@ databases:
       and C(scratch).
     - C(errors) are the failures the test server (or a tool) raised, each naming the stage that failed.
     - C(findings) are problems the restore does not raise; each has C(kind) (V(sql_ascii_encoding),
-      V(zero_date_default)) and C(message), and for V(sql_ascii_encoding) C(invalid_utf8_values) (null when the
+      V(zero_date_default), V(zero_date_default_wordpress)) and C(message); a finding with C(blocking=false) is a
+      note (WordPress's zero-date defaults - WordPress sets its own sql_mode) that does not make the account
+      unready, and for V(sql_ascii_encoding) C(invalid_utf8_values) (null when the
       restore failed) and C(columns) (C(schema.table.column) to the count of its values that are not valid UTF-8).
   returned: always
   type: list
@@ -142,7 +144,7 @@ databases:
        ok: true, errors: [], findings: [{kind: sql_ascii_encoding, invalid_utf8_values: 20,
        columns: {public.notes.body: 20}, message: "..."}]}
 ready:
-  description: Whether every database restored and none has a finding (null in check mode).
+  description: Whether every database restored and none has a blocking finding (null in check mode).
   returned: always
   type: bool
 size_bytes:
@@ -346,17 +348,48 @@ class MariaDBCheck(EngineCheck):
         )
         if not rows:
             return []
-        columns = [f"{table}.{column}" for table, column in rows]
-        return [
-            {
+        tables = {name for (name,) in _rows(source, _TABLES, (database,))}
+        wordpress = [f"{t}.{c}" for t, c in rows if _wordpress_column(t, c, tables)]
+        columns = [f"{t}.{c}" for t, c in rows if not _wordpress_column(t, c, tables)]
+        found = []
+        if columns:
+            found.append({
                 "kind": "zero_date_default",
                 "columns": columns,
                 "message": (
                     f"{database}: {len(columns)} date column(s) default to a zero date ({', '.join(columns)}), "
                     "which the new servers' sql_mode (NO_ZERO_DATE) refuses: inserts that rely on the default fail"
                 ),
-            }
-        ]
+            })  # fmt: skip
+        if wordpress:
+            found.append({
+                "kind": "zero_date_default_wordpress",
+                "blocking": False,
+                "columns": wordpress,
+                "message": (
+                    f"{database}: WordPress's {len(wordpress)} date column(s) default to a zero date; WordPress "
+                    "removes NO_ZERO_DATE from its own connections' sql_mode, so they keep working (a note)"
+                ),
+            })  # fmt: skip
+        return found
+
+
+_TABLES = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+# The zero-date defaults WordPress's own schema has (wp-admin/includes/schema.php), by table without its prefix.
+_WORDPRESS_ZERO_DATES = {
+    "comments": {"comment_date", "comment_date_gmt"},
+    "links": {"link_updated"},
+    "posts": {"post_date", "post_date_gmt", "post_modified", "post_modified_gmt"},
+    "users": {"user_registered"},
+}
+
+
+def _wordpress_column(table: str, column: str, tables: set[str]) -> bool:
+    """A zero-date column of WordPress's own schema: its table is <prefix><base> beside a <prefix>options table."""
+    for base, columns in _WORDPRESS_ZERO_DATES.items():
+        if table.endswith(base) and column in columns and f"{table[: -len(base)]}options" in tables:
+            return True
+    return False
 
 
 class PostgresCheck(EngineCheck):
@@ -498,7 +531,9 @@ class RestoreCheck:
         if self.module.check_mode:
             self.result.update(leftovers=leftovers, ready=None)
         else:
-            self.result["ready"] = all(entry["ok"] and not entry["findings"] for entry in databases)
+            self.result["ready"] = all(
+                entry["ok"] and not any(f.get("blocking", True) for f in entry["findings"]) for entry in databases
+            )
             self.result["changed"] = bool(self.result["dropped_leftovers"])
         return self.result
 

@@ -80,6 +80,9 @@ def test_step1_reports_blockers_leaves_nothing_behind_and_reruns_alike(lab, mari
     alice = accounts["alice"]
     assert alice["status"] == "ready" and alice["ready"] is True and alice["blockers"] == []
     assert alice["databases"] and all(d["ok"] and d["seconds"] >= 0 for d in alice["databases"])
+    # Her WordPress tables' zero-date defaults are a note, not a blocker (WordPress sets its own sql_mode).
+    (note,) = [f for d in alice["databases"] for f in d["findings"]]
+    assert note["kind"] == "zero_date_default_wordpress" and note["blocking"] is False and len(note["columns"]) == 8
     # Each account's crontab lines as schedule and program, arguments (maybe secrets) left out: the seeded jobs and
     # the minute tick.
     assert accounts["alice"]["crontab"] == ["MAILTO=...", "*/5 * * * * test ...", "* * * * * echo ..."]
