@@ -71,7 +71,7 @@ def _move(host: Host, source: str, target: str) -> bool:
 
 def stop(host: Host, managers: list[Manager], held_dir: str, account: str) -> list[str]:
     """Set the account's definitions aside and have each manager stop its processes; the managers that had one.
-    A definition already aside (a re-run) is not taken again, but its manager still reloads."""
+    A definition already aside (a re-run) is not taken again, and its manager is not reloaded."""
     stopped = []
     for manager in managers:
         if _move(host, manager.live(account), manager.held(held_dir, account)):

@@ -349,8 +349,9 @@ class MariaDBCheck(EngineCheck):
         if not rows:
             return []
         tables = {name for (name,) in _rows(source, _TABLES, (database,))}
-        wordpress = [f"{t}.{c}" for t, c in rows if _wordpress_column(t, c, tables)]
-        columns = [f"{t}.{c}" for t, c in rows if not _wordpress_column(t, c, tables)]
+        wordpress, columns = [], []
+        for table, column in rows:
+            (wordpress if _wordpress_column(table, column, tables) else columns).append(f"{table}.{column}")
         found = []
         if columns:
             found.append({
