@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import html
+import http.client
 import os
+import socket
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -149,12 +152,46 @@ def ssh_password_login(address, account, password):
     return f"neither a shell nor a refusal: exit {proc.returncode}, {proc.stderr.strip()[:300]!r}"
 
 
-def http(host_header, path="/", address="198.51.100.10"):
-    """(status, page) as a browser shows it: character references decoded (WordPress writes ' as &#039;)."""
-    request = urllib.request.Request(f"http://{address}{path}", headers={"Host": host_header})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The lab's ACME CA (lab/hostinglab/tls.py): made anew at each `lab up`, trusted by the tests and nothing else here.
+LAB_CA_FILE = os.path.join(os.environ.get("HOSTING_LAB_STATE_DIR", "/srv/hosting-lab"), "acme", "ca.pem")
+
+
+class _ToAddress(http.client.HTTPSConnection):
+    """HTTPS to a fixed address with the URL's host name as SNI and as the certificate's name to verify: what a
+    browser does once DNS has answered that address."""
+
+    def __init__(self, address, host, **kwargs):
+        super().__init__(address.strip("[]"), 443, **kwargs)
+        self.server_name = host
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.server_name)
+
+
+class _HTTPSToAddress(urllib.request.HTTPSHandler):
+    def __init__(self, address, cafile):
+        self.address = address
+        super().__init__(context=ssl.create_default_context(cafile=cafile))
+
+    def https_open(self, req):
+        def connection(host, **kwargs):
+            return _ToAddress(self.address, host.split(":")[0], **kwargs)
+
+        return self.do_open(connection, req, context=self._context)
+
+
+def https_opener(address="198.51.100.10", *handlers, cafile=LAB_CA_FILE):
+    """A urllib opener whose https:// URLs go to `address`, certificates verified against the lab's CA."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _HTTPSToAddress(address, cafile), *handlers)
+
+
+def http(host_header, path="/", address="198.51.100.10", data=None):
+    """(status, page) as a browser shows it over HTTPS (certificate verified against the lab's CA), character
+    references decoded (WordPress writes ' as &#039;)."""
+    request = urllib.request.Request(f"https://{host_header}{path}", data=data)
     try:
-        with opener.open(request, timeout=5) as response:
+        with https_opener(address).open(request, timeout=5) as response:
             return response.status, html.unescape(response.read().decode(errors="replace"))
     except urllib.error.HTTPError as error:
         return error.code, html.unescape(error.read().decode(errors="replace"))

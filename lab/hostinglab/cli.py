@@ -12,7 +12,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import hosts, mail, network, seed, services, web
+from . import hosts, mail, network, seed, services, tls, web
 from .config import NS_HANDLES, STATE_DIR, Host, Lab, load
 from .proc import LabError, in_host, kill_netns_processes, run
 
@@ -22,11 +22,12 @@ PACKAGES = [
     "attr", "util-linux", "procps", "python3-yaml", "python3-pymysql", "python3-psycopg2", "python3-dnspython",
     "cron", "sshpass", "postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd",
     "php8.2-fpm", "php8.2-cli", "php8.2-mysql", "wordpress", "wordpress-theme-twentytwentythree", "gunicorn",
-    "python3-flask", "supervisor",
+    "python3-flask", "supervisor", "pebble", "certbot", "openssl", "ca-certificates",
 ]  # fmt: skip
 # Each role's ports, all checked by `lab status` and `lab up`'s health test.
 SERVICE_PORTS = {
-    "mariadb": (3306,), "postgresql": (5432,), "nginx": (80,), "bind": (53,), "mail": (25, 143), "mail_relay": (25,),
+    "mariadb": (3306,), "postgresql": (5432,), "nginx": (80, 443), "bind": (53,), "mail": (25, 143),
+    "mail_relay": (25,), "acme": (14000,),
 }  # fmt: skip
 # Postfix's installer would otherwise ask which kind of mail server this is; the lab writes main.cf itself.
 DEBCONF = "postfix postfix/main_mailer_type select No configuration\n"
@@ -53,7 +54,7 @@ def ensure_packages() -> None:
 def host_ports(host: Host) -> dict[str, int]:
     ports = {"sshd": 22}
     for role in host.roles:
-        names = {25: "smtp", 143: "imap"}
+        names = {25: "smtp", 143: "imap", 443: "https"}
         for port in SERVICE_PORTS.get(role, ()):
             ports[names.get(port, role)] = port
     return ports
@@ -105,6 +106,8 @@ def start_host(lab: Lab, host: Host, seeded: list[dict], zones: dict, big_db_mb:
         mail.start_hosting_mail(host, lab)
     if "mail_relay" in host.roles:
         mail.start_mail_relay(host, lab)
+    if "acme" in host.roles:
+        tls.start_acme(host, lab)
     log(f"{host.name} ready in {time.monotonic() - started:.1f}s")
 
 
@@ -148,6 +151,11 @@ def up(lab: Lab, params: dict) -> None:
         futures = [pool.submit(start_host, lab, h, seeded, zones, params["big_db_mb"]) for h in lab.hosts.values()]
         for future in futures:
             future.result()
+    # HTTPS once the CA answers: the servers trust it, then the client's sites get their certificates.
+    for host in lab.hosts.values():
+        if "web" in host.roles:
+            tls.install_tls_tools(host)
+    tls.issue_certificates(lab.hosts["client"], lab, seeded)
     services.KNOWN_HOSTS.write_text("".join(services.host_key_line(h) for h in lab.hosts.values()))
     STATE_FILE.write_text(json.dumps({"params": params, "accounts": [a["name"] for a in seeded]}, indent=2))
     log(f"up in {time.monotonic() - started:.1f}s: {len(seeded)} accounts on client ({params})")
@@ -177,6 +185,7 @@ def reinstall(lab: Lab, name: str, architecture: str) -> None:
     services.reload_nginx(host)
     start_web(host, [])
     services.start_cron(host)
+    tls.install_tls_tools(host)
     mail.start_hosting_mail(host, lab)
     services.KNOWN_HOSTS.write_text("".join(services.host_key_line(h) for h in lab.hosts.values()))
     state = json.loads(STATE_FILE.read_text())

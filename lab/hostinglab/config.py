@@ -37,6 +37,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "transit": ("mariadb", "postgresql", "nginx", "runtime_packages", "web", "cron", "mail"),
     "mx1": ("mail_relay",),
     "mx2": ("mail_relay",),
+    "acme": ("acme",),
 }
 
 # Architecture generation of each database host: the old servers keep an older generation's permissive

@@ -173,50 +173,90 @@ map $hosting_docroot $hosting_account {
     "~^/home/(?<name>[a-z][a-z0-9]*)/" $name;
     default "";
 }
+# What the visitor used: a front that proxies a moved account ends its TLS and says so (port 8080 below).
+map $http_x_forwarded_proto $hosting_proto {
+    https https;
+    default $scheme;
+}
+map $hosting_proto $hosting_https {
+    https on;
+    default "";
+}
+# Port 80: ACME HTTP-01 challenges (served, or proxied, like the rest of the domain); everything else to HTTPS.
 server {
     listen 80 default_server;
     listen [::]:80 default_server;
     server_name _;
     root $hosting_docroot;
-    # A directory without an index file is the account's application's (an absolute last index is a redirect).
-    index index.php index.html /hosting-app;
-    error_page 503 /hosting-maintenance.html;
-    location = /hosting-maintenance.html {
-        root /var/www/hosting;
-        internal;
-    }
-    # Files first; what is not a file goes to the account's PHP (index.php) or to its application server.
-    location / {
-        include /etc/nginx/hosting/front.conf;
-        try_files $uri $uri/ @dynamic;
-    }
-    location @dynamic {
-        if (-f $document_root/index.php) {
-            rewrite ^ /index.php last;
-        }
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
-    }
-    location = /hosting-app {
-        internal;
-        include /etc/nginx/hosting/front.conf;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
-    }
-    location ~ \.php$ {
+    location /.well-known/acme-challenge/ {
         include /etc/nginx/hosting/front.conf;
         try_files $uri =404;
-        include fastcgi_params;
-        fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-        fastcgi_pass unix:/run/php/hosting-$hosting_account.sock;
     }
+    location / {
+        return 301 https://$host$request_uri;
+    }
+}
+# HTTPS: one server per domain with its account's certificate (tls.conf, written by hosting-tls sync); names
+# without one get this server and the host's own certificate.
+server {
+    listen 443 ssl default_server;
+    listen [::]:443 ssl default_server;
+    server_name _;
+    ssl_certificate /etc/nginx/hosting/default.pem;
+    ssl_certificate_key /etc/nginx/hosting/default.key;
+    include /etc/nginx/hosting/site.conf;
+}
+include /etc/nginx/hosting/tls.conf;
+# The backend port: what a front proxies a moved account to, its TLS ended at the front.
+server {
+    listen 8080;
+    listen [::]:8080;
+    server_name _;
+    include /etc/nginx/hosting/site.conf;
+}
+"""
+# An account's site, served over HTTPS or on the backend port.
+NGINX_SITE_BODY = r"""root $hosting_docroot;
+# A directory without an index file is the account's application's (an absolute last index is a redirect).
+index index.php index.html /hosting-app;
+error_page 503 /hosting-maintenance.html;
+location = /hosting-maintenance.html {
+    root /var/www/hosting;
+    internal;
+}
+# Files first; what is not a file goes to the account's PHP (index.php) or to its application server.
+location / {
+    include /etc/nginx/hosting/front.conf;
+    try_files $uri $uri/ @dynamic;
+}
+location @dynamic {
+    if (-f $document_root/index.php) {
+        rewrite ^ /index.php last;
+    }
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto $hosting_proto;
+    proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
+}
+location = /hosting-app {
+    internal;
+    include /etc/nginx/hosting/front.conf;
+    proxy_set_header X-Forwarded-Proto $hosting_proto;
+    proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
+}
+location ~ \.php$ {
+    include /etc/nginx/hosting/front.conf;
+    try_files $uri =404;
+    include fastcgi_params;
+    fastcgi_param HTTPS $hosting_https if_not_empty;
+    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+    fastcgi_pass unix:/run/php/hosting-$hosting_account.sock;
 }
 """
 # In every location that serves an account: its maintenance page while frozen, the server that holds it once moved.
 NGINX_FRONT = r"""proxy_set_header Host $host;
 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Proto $hosting_proto;
 if ($hosting_backend = "maintenance") {
     return 503;
 }
@@ -235,13 +275,17 @@ install -d /etc/nginx/hosting /var/www/html /var/www/hosting
 printf '%s\\n' '<html><head><title>Maintenance</title></head>' \
     '<body>This site is being moved and is back in a few seconds.</body></html>' \
     > /var/www/hosting/hosting-maintenance.html
-touch /etc/nginx/hosting/docroots.map /etc/nginx/hosting/backends.map
+touch /etc/nginx/hosting/docroots.map /etc/nginx/hosting/backends.map /etc/nginx/hosting/tls.conf
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 -subj /CN={host.fqdn} \
+    -keyout /etc/nginx/hosting/default.key -out /etc/nginx/hosting/default.pem 2>/dev/null
 printf '%s\\n' '<html><head><title>{host.fqdn}</title></head><body>{host.fqdn}</body></html>' \
     > /var/www/html/index.html
 cat > /etc/nginx/conf.d/hosting.conf <<'EOF'
 {NGINX_SITE}EOF
 cat > /etc/nginx/hosting/front.conf <<'EOF'
 {NGINX_FRONT}EOF
+cat > /etc/nginx/hosting/site.conf <<'EOF'
+{NGINX_SITE_BODY}EOF
 nginx -t -q
 """,
     )

@@ -210,6 +210,16 @@ options:
         check. A non-zero exit fails the move before the switch. The test suite uses it to corrupt a copy.
     type: list
     elements: str
+  front_refresh:
+    description:
+      - A command (argv list) that brings a server's web front in line with its maps, run on each server whose
+        C(docroots.map) the switch changed (the destination, and the side left when an account comes home), between
+        writing the map and reloading nginx. A provider's panel regenerates its virtual hosts here; the lab's
+        C(hosting-tls sync) gives each domain served there its HTTPS server with the account's certificate (which
+        travelled in its home). A non-zero exit fails the move before its front changes.
+    type: list
+    elements: str
+    default: []
   services:
     description:
       - The account's own services (its PHP-FPM pool, a supervised application server) and the managers that run
@@ -277,7 +287,7 @@ EXAMPLES = r"""
       mariadb: {host: 10.77.0.10, user: hosting_admin, password: "{{ vault_db_admin_password }}"}
     destination:
       name: transit
-      http_backend: "10.77.0.11:80"
+      http_backend: "10.77.0.11:8080"
       mariadb: {host: 127.0.0.1, user: hosting_admin, password: "{{ vault_db_admin_password }}"}
     front: source
 
@@ -428,6 +438,7 @@ def argument_spec() -> dict:
         "db_method": {"type": "str", "choices": ["auto", "live", "dump"], "default": "auto"},
         "db_parallel": {"type": "int", "default": 2},
         "before_verify_command": {"type": "list", "elements": "str"},
+        "front_refresh": {"type": "list", "elements": "str", "default": []},
         "services": {
             "type": "list",
             "elements": "dict",
@@ -931,14 +942,20 @@ class AccountMove:
         # Reloaded even when the map already holds the entries: a run killed between writing a map and reloading
         # nginx leaves the entries written but not served, and its re-run finds nothing to change.
         webfront.update_map(self.local, self.map_path(webfront.DOCROOTS_MAP), docroots)
+        self.refresh_front(self.local)
         webfront.reload_nginx(self.local)
         if self.front is self.local:
             # Coming home: the front serves the account itself again; the other side stops serving it.
             webfront.update_map(self.remote, self.map_path(webfront.DOCROOTS_MAP), dict.fromkeys(docroots))
+            self.refresh_front(self.remote)
             webfront.reload_nginx(self.remote)
         freeze.release_web(self.front, self.paths["nginx_map_dir"], self.switched_backends(domains))
         self.record.update(web_freeze={}, switched_at=time.time())
         self.save()
+
+    def refresh_front(self, host) -> None:
+        if self.module.params["front_refresh"]:
+            run_checked(host, self.module.params["front_refresh"])
 
     def mirror_journal(self) -> None:
         """The source's journal learns where the account went (it survives the destination's loss)."""

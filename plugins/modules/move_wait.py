@@ -62,7 +62,7 @@ EXAMPLES = r"""
   hosting.migration.account_move:
     account: alice
     source: {host: 10.77.0.10, name: client}
-    destination: {name: transit, http_backend: "10.77.0.11:80"}
+    destination: {name: transit, http_backend: "10.77.0.11:8080"}
   async: 7200
   poll: 0
   register: move_job

@@ -99,7 +99,7 @@ def test_move_alice_to_transit(transit, mariadb):
     assert_unix_account_served_by(
         "transit", "alice", SEEDED_UNIX["alice"], SEED["accounts"]["alice"]["unix"]["password"]
     )
-    assert "alice-shop.test 10.77.0.11:80;" in front_map("client")
+    assert "alice-shop.test 10.77.0.11:8080;" in front_map("client")
     # The client's public IP now serves what transit holds: a file only transit has answers.
     in_host("transit", "echo served-by-transit > /home/alice/www/alice-shop.test/where.txt")
     try:
@@ -224,7 +224,7 @@ def test_a_row_changed_on_the_destination_fails_before_the_switch(transit):
     assert_served_by_client("carol-blog.test", "Carol's Blog")
     # Without the corruption the same move converges.
     move_carol()
-    assert "carol-blog.test 10.77.0.11:80;" in front_map("client")
+    assert "carol-blog.test 10.77.0.11:8080;" in front_map("client")
 
 
 def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_completes(transit, mariadb, postgresql):
@@ -255,7 +255,7 @@ def test_kill_during_the_database_phase_leaves_the_source_serving_and_a_rerun_co
         cur.execute("INSERT INTO measurements (sensor, taken_at, value, payload) VALUES (1, NOW(), 1, 'after kill')")
     playbook("step4_migrate.yml", "-e", "account=dave")
     assert_account_identical("dave", mariadb, postgresql)
-    assert "dave-data.test 10.77.0.11:80;" in front_map("client")
+    assert "dave-data.test 10.77.0.11:8080;" in front_map("client")
     # The side left stays frozen (its copy must not diverge): no login starts there; the new side takes them.
     assert can_log_in("transit", "dave") and not can_log_in("client", "dave"), "logins follow the account"
 

@@ -3,11 +3,14 @@ real DNS with TSIG, real HTTP through the router, and the old/new architecture d
 
 from __future__ import annotations
 
-import html
 import json
 import os
+import socket
+import ssl
 import subprocess
 import tempfile
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import dns.update
 import pytest
 import yaml
 from conftest import LAB, REPO, run
-from lab_state import recap
+from lab_state import LAB_CA_FILE, http, recap
 
 pytestmark = pytest.mark.lab
 
@@ -215,31 +218,23 @@ def test_rfc2136_update_needs_the_tsig_key(lab):
         dns.query.tcp(cleanup, server, timeout=5)
 
 
-def http_get(address, host_header):
-    url = f"http://[{address}]/" if ":" in address else f"http://{address}/"
-    request = urllib.request.Request(url, headers={"Host": host_header})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=5) as response:
-        return response.status, html.unescape(response.read().decode())  # WordPress writes ' as &#039;
-
-
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_client_public_addresses_serve_each_account_through_gw(lab, ssh, family):
     client = lab.hosts["client"]
     address = (client.public_ipv4 if family == "ipv4" else client.public_ipv6)[0]
     for name, account in SEED["accounts"].items():
         for site in account["sites"]:
-            status, body = http_get(address, site["domain"])
+            status, body = http(site["domain"], address=address)
             assert status == 200 and f"<title>{site['title']}</title>" in body, (name, body)
     # The path really goes through the router: with forwarding off on gw the address goes dark.
     key = "net.ipv4.ip_forward" if family == "ipv4" else "net.ipv6.conf.all.forwarding"
     ssh("gw", f"sysctl -qw {key}=0")
     try:
         with pytest.raises(OSError):
-            http_get(address, "alice-shop.test")
+            http("alice-shop.test", address=address)
     finally:
         ssh("gw", f"sysctl -qw {key}=1")
-    assert http_get(address, "alice-shop.test")[0] == 200
+    assert http("alice-shop.test", address=address)[0] == 200
 
 
 def mariadb_client_config(lab, host, tmp):
@@ -280,11 +275,20 @@ def test_step1_finding_old_server_accepts_what_the_new_architecture_refuses(lab,
 def test_lab_status_reports_every_service_up(lab):
     report = json.loads(run([LAB, "status", "--json"]).stdout)
     assert report["healthy"] is True
-    every = {"sshd": True, "mariadb": True, "postgresql": True, "nginx": True, "smtp": True, "imap": True}
+    every = {
+        "sshd": True,
+        "mariadb": True,
+        "postgresql": True,
+        "nginx": True,
+        "https": True,
+        "smtp": True,
+        "imap": True,
+    }
     assert report["hosts"]["client"] == every
     assert report["hosts"]["transit"] == every
     assert report["hosts"]["dns"] == {"sshd": True, "bind": True}
     assert report["hosts"]["mx1"] == report["hosts"]["mx2"] == {"sshd": True, "smtp": True}
+    assert report["hosts"]["acme"] == {"sshd": True, "acme": True}
 
 
 def test_demo_smoke_playbook_lists_every_account_where_it_lives(lab):
@@ -297,3 +301,83 @@ def test_demo_smoke_playbook_lists_every_account_where_it_lives(lab):
     counters = recap(result.stdout)
     assert {"client", "transit"} <= set(counters), counters
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters
+
+
+def tls_handshake(address, server_name, cafile=LAB_CA_FILE):
+    """The certificate a visitor's browser gets for server_name at address, verified against cafile."""
+    context = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection((address, 443), timeout=5) as sock:
+        with context.wrap_socket(sock, server_hostname=server_name) as tls:
+            return tls.getpeercert()
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_every_site_has_its_own_certificate_from_the_lab_acme_ca(lab, family):
+    client = lab.hosts["client"]
+    address = (client.public_ipv4 if family == "ipv4" else client.public_ipv6)[0]
+    for account in SEED["accounts"].values():
+        for site in account["sites"]:
+            cert = tls_handshake(address, site["domain"])
+            assert ("DNS", site["domain"]) in cert["subjectAltName"], cert
+            assert "Pebble" in dict(x[0] for x in cert["issuer"])["commonName"], cert
+    # A name without a certificate of its own gets the server's: no browser accepts it for that name.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(address, "not-hosted-here.test")
+    # ... and the sites' certificates are not trusted without the lab's CA.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_handshake(address, "alice-shop.test", cafile=None)
+
+
+def test_plain_http_redirects_to_https_but_serves_acme_challenges(lab, ssh):
+    docroot = SEED["accounts"]["carol"]["sites"][0]
+    root = yaml.safe_load(ssh("client", "cat /etc/hosting/accounts/carol.yml").stdout)["sites"][0]["document_root"]
+    token = "lab-test-token-" + os.urandom(4).hex()
+    ssh(
+        "client",
+        f"runuser -u carol -- sh -c 'mkdir -p {root}/.well-known/acme-challenge && "
+        f"echo {token} > {root}/.well-known/acme-challenge/{token}'",
+    )
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
+
+        def get(path):
+            request = urllib.request.Request(f"http://198.51.100.10{path}", headers={"Host": docroot["domain"]})
+            try:
+                with opener.open(request, timeout=5) as response:
+                    return response.status, response.headers, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.headers, ""
+
+        status, headers, _body = get("/some/page?x=1")
+        assert status == 301 and headers["Location"] == f"https://{docroot['domain']}/some/page?x=1"
+        status, _headers, body = get(f"/.well-known/acme-challenge/{token}")
+        assert (status, body.strip()) == (200, token)
+    finally:
+        ssh("client", f"rm -f {root}/.well-known/acme-challenge/{token}")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_certificates_renew_from_cron_as_the_account_where_it_is_served(lab, ssh):
+    cron = ssh("client", "cat /etc/cron.d/hosting-tls").stdout
+    assert "root /usr/local/sbin/hosting-tls renew" in cron
+    before = tls_handshake("198.51.100.10", "dave-data.test")["serialNumber"]
+    # What cron runs, forced (certbot renews only near expiry otherwise): a new certificate, served at once.
+    ssh(
+        "client",
+        "runuser -u dave -- certbot renew -q --force-renewal --cert-name dave-data.test "
+        "--config-dir /home/dave/.tls --work-dir /home/dave/.tls/work --logs-dir /home/dave/.tls/logs "
+        "&& /usr/local/sbin/hosting-tls renew",
+    )
+    # nginx's reload replaces its workers within moments: the new certificate is served then.
+    deadline = time.monotonic() + 5
+    while (serial := tls_handshake("198.51.100.10", "dave-data.test")["serialNumber"]) == before:
+        assert time.monotonic() < deadline, "the renewed certificate is not served"
+        time.sleep(0.1)
+    served = ssh("client", "openssl x509 -noout -serial -in /home/dave/.tls/live/dave-data.test/cert.pem").stdout
+    assert served.strip() == f"serial={serial}"
+    owners = ssh("client", "stat -L -c '%U %a' /home/dave/.tls/live/dave-data.test/privkey.pem").stdout.split()
+    assert owners == ["dave", "600"]

@@ -4,6 +4,7 @@ client, and never shows the admin password."""
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
@@ -94,6 +95,15 @@ def test_step1_reports_blockers_leaves_nothing_behind_and_reruns_alike(lab, mari
     services = {name: entry["services"] for name, entry in accounts.items()}
     assert services == {"alice": ["php-fpm"], "bob": ["supervisor"], "carol": ["php-fpm"], "dave": ["php-fpm"]}
     assert "Services (move with the account" in markdown and "supervisor" in markdown
+    # Each account's certificates from the lab's ACME CA, read from its home: one per site, valid for a while yet.
+    for name, entry in accounts.items():
+        domains = [site["domain"] for site in lab.seed["accounts"][name]["sites"]]
+        assert [c["domain"] for c in entry["certificates"]] == domains, entry["certificates"]
+        for cert in entry["certificates"]:
+            assert cert["issuer"].startswith("CN=Pebble Intermediate CA"), cert
+            expires = datetime.datetime.strptime(cert["expires"], "%Y-%m-%dT%H:%M:%SZ")
+            assert expires > datetime.datetime.utcnow() + datetime.timedelta(days=30), cert
+    assert "`alice-shop.test` expires " in markdown and "issued by CN=Pebble" in markdown
     # The registry's mailbox password hashes stay out of the report.
     assert "$6$" not in markdown + json.dumps(report) and "mailbox_passwords" not in json.dumps(report)
 

@@ -19,7 +19,7 @@ from hostinglab import services as lab_services
 from lab_state import JOURNAL, http, in_host, playbook, start_playbook
 from manifest import compare, manifest
 
-TRANSIT_BACKEND = "10.77.0.11:80"
+TRANSIT_BACKEND = "10.77.0.11:8080"
 
 
 # Watches the journal's progress file inside the destination host every millisecond and acts when a new run (not
