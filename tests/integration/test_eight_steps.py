@@ -36,7 +36,8 @@ from lab_state import (
     unix_snapshot,
 )
 
-pytestmark = pytest.mark.lab
+# The whole migration end to end (about 6 minutes): in the long suite, which CI runs after `make test`.
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 ACCOUNTS = ("alice", "bob", "carol", "dave")
 HOSTS = ("client", "transit")
