@@ -100,6 +100,12 @@ def test_move_alice_to_transit(transit, mariadb):
         "transit", "alice", SEEDED_UNIX["alice"], SEED["accounts"]["alice"]["unix"]["password"]
     )
     assert "alice-shop.test 10.77.0.11:8080;" in front_map("client")
+    # Transit itself serves her domain over HTTPS with her own certificate, which travelled in her home (the
+    # switch's front_refresh): what its public addresses answer once step 6 routes the client's there.
+    status, body = http("alice-shop.test", address="198.51.100.20")
+    assert status == 200 and "<title>Alice's Shop</title>" in body, (status, body[:300])
+    key = in_host("transit", "stat -L -c '%U %a' /home/alice/.tls/live/alice-shop.test/privkey.pem").stdout.split()
+    assert key == ["alice", "600"]
     # The client's public IP now serves what transit holds: a file only transit has answers.
     in_host("transit", "echo served-by-transit > /home/alice/www/alice-shop.test/where.txt")
     try:

@@ -47,7 +47,7 @@ results, stop = [], threading.Event()
 
 def ask(address):
     try:
-        with socket.create_connection((address, 80), timeout=timeout) as conn:
+        with socket.create_connection((address, 8080), timeout=timeout) as conn:  # 80 redirects to HTTPS
             conn.settimeout(timeout)
             conn.sendall(b"GET / HTTP/1.0\r\nHost: prober.invalid\r\n\r\n")
             data = b""
