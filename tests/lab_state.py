@@ -181,6 +181,13 @@ class _HTTPSToAddress(urllib.request.HTTPSHandler):
         return self.do_open(connection, req, context=self._context)
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """An opener handler that hands a redirect back as it came (its status and Location), as a test wants it."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 def https_opener(address="198.51.100.10", *handlers, cafile=LAB_CA_FILE):
     """A urllib opener whose https:// URLs go to `address`, certificates verified against the lab's CA."""
     return urllib.request.build_opener(urllib.request.ProxyHandler({}), _HTTPSToAddress(address, cafile), *handlers)

@@ -241,7 +241,6 @@ location @dynamic {
 location = /hosting-app {
     internal;
     include /etc/nginx/hosting/front.conf;
-    proxy_set_header X-Forwarded-Proto $hosting_proto;
     proxy_pass http://unix:/run/hosting-apps/$hosting_account.sock:$request_uri;
 }
 location ~ \.php$ {

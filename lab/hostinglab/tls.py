@@ -189,8 +189,8 @@ def directory_url(lab: Lab) -> str:
 
 
 def install_tls_tools(host: Host) -> None:
-    """The lab CA in the host's trust store (certbot talks to the ACME API, probes check the sites), hosting-tls,
-    its renewal cron entry, and the front's fallback certificate for names without one of their own."""
+    """The lab CA in the host's trust store (certbot talks to the ACME API, probes check the sites), hosting-tls
+    and its renewal cron entry. (The front's fallback certificate is start_nginx's.)"""
     sh_in(
         host.name,
         f"""

@@ -25,7 +25,7 @@ import dns.update
 import pytest
 import yaml
 from conftest import LAB, REPO, run
-from lab_state import LAB_CA_FILE, http, recap
+from lab_state import LAB_CA_FILE, NoRedirect, http, recap
 
 pytestmark = pytest.mark.lab
 
@@ -354,11 +354,6 @@ def test_plain_http_redirects_to_https_but_serves_acme_challenges(lab, ssh):
         assert (status, body.strip()) == (200, token)
     finally:
         ssh("client", f"rm -f {root}/.well-known/acme-challenge/{token}")
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
 
 
 def test_certificates_renew_from_cron_as_the_account_where_it_is_served(lab, ssh):

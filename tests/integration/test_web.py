@@ -10,7 +10,7 @@ import urllib.request
 from http.cookiejar import Cookie, CookieJar
 
 import pytest
-from lab_state import http, https_opener, in_host
+from lab_state import NoRedirect, http, https_opener, in_host
 
 pytestmark = pytest.mark.lab
 
@@ -54,10 +54,6 @@ def test_php_runs_as_each_accounts_own_user(lab):
 def test_a_wordpress_login_returns_a_session_cookie_that_later_requests_honour(lab):
     wordpress = lab.seed["accounts"]["alice"]["sites"][0]["wordpress"]
     jar = CookieJar()
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
 
     opener = https_opener("198.51.100.10", urllib.request.HTTPCookieProcessor(jar), NoRedirect())
 
